@@ -1,0 +1,264 @@
+"""Typed configuration schema and validation.
+
+Experiments are written as `configs/<name>.py` files whose `get_config()` returns an
+`ml_collections.ConfigDict`; command-line overrides (`--config.model.d_model=512`) are applied to
+that dict by absl. Before anything runs, `validate()` turns the dict into the frozen dataclasses
+below, so that an unknown key, a value of the wrong type, or an impossible combination (heads not
+dividing the width, ...) fails at once with one line naming the key.
+
+Each section is a dataclass; each field's `metadata` may carry `choices` (allowed values) and
+`positive` / `nonneg` flags. Cross-field rules live in each section's `check()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from hope_jax.config_fields import ConfigError, field
+from hope_jax.memory.config import MemoryConfig
+
+__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+           "replace", "validate"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network. `name` picks a model from `hope_jax.models.lm.MODELS`."""
+
+    name: str = field("transformer", help="model registry key (see hope_jax.models.lm.MODELS)")
+    vocab_size: int = field(257, positive=True, help="output vocabulary; >= tokenizer vocab")
+    d_model: int = field(256, positive=True)
+    num_layers: int = field(4, positive=True)
+    num_heads: int = field(4, positive=True)
+    num_kv_heads: int = field(0, nonneg=True, help="grouped-query attention; 0 = num_heads")
+    mlp_hidden: int = field(0, nonneg=True, help="SwiGLU hidden width; 0 = 8/3*d_model rounded")
+    mlp_multiple_of: int = field(64, positive=True)
+    rope_theta: float = field(10000.0, positive=True)
+    tie_embeddings: bool = field(True)
+    dtype: str = field("float32", choices=("float32", "bfloat16", "float16", "float64"),
+                    help="compute dtype of matmuls; params stay in param_dtype")
+    param_dtype: str = field("float32", choices=("float32", "float64"))
+    norm_eps: float = field(1e-6, positive=True)
+    init_std: float = field(0.02, positive=True)
+    scan_layers: bool = field(True, help="stack blocks with nn.scan (one compiled block)")
+    remat: str = field("none", choices=("none", "block"), help="rematerialize each block")
+    attn_window: int = field(0, nonneg=True, help="sliding-window size for attention; 0 = full")
+    memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def hidden(self) -> int:
+        if self.mlp_hidden:
+            return self.mlp_hidden
+        h = int(8 * self.d_model / 3)
+        m = self.mlp_multiple_of
+        return m * ((h + m - 1) // m)
+
+    def check(self, path: str) -> None:
+        from hope_jax.models.lm import MODELS  # late import: models import this module
+
+        if self.name not in MODELS:
+            raise ConfigError(f"{path}.name={self.name!r} is not a model; known: {sorted(MODELS)}")
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"{path}.num_heads={self.num_heads} must divide {path}.d_model={self.d_model}"
+            )
+        if self.head_dim % 2:
+            raise ConfigError(f"head dim d_model/num_heads={self.head_dim} must be even for RoPE")
+        if self.num_heads % self.kv_heads:
+            raise ConfigError(
+                f"{path}.num_kv_heads={self.kv_heads} must divide {path}.num_heads={self.num_heads}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where text comes from and how it becomes fixed-length token sequences."""
+
+    source: str = field("stdlib", choices=("stdlib", "files"),
+                     help="stdlib = embedded Python-stdlib corpus; files = train_paths")
+    train_paths: tuple[str, ...] = field((), help="files or directories (.txt .jsonl .parquet .arrayrecord)")
+    val_paths: tuple[str, ...] = field((), help="validation files; empty = hold out val_fraction")
+    val_fraction: float = field(0.02, nonneg=True, help="share of documents held out for validation")
+    text_field: str = field("text", help="field holding the text in jsonl/parquet records")
+    tokenizer: str = field("byte", choices=("byte", "hf", "sentencepiece"))
+    tokenizer_path: str = field("", help="tokenizer.json (hf) or .model (sentencepiece)")
+    seq_len: int = field(256, positive=True)
+    batch_size: int = field(16, positive=True, help="global batch (sequences per optimizer step)")
+    seed: int = field(0, nonneg=True)
+    shuffle: bool = field(True)
+    max_doc_bytes: int = field(0, nonneg=True, help="truncate documents longer than this; 0 = no limit")
+
+    def check(self, path: str) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"{path}.val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.source == "files" and not self.train_paths:
+            raise ConfigError(f"{path}.source='files' needs {path}.train_paths")
+        if self.tokenizer != "byte" and not self.tokenizer_path:
+            raise ConfigError(f"{path}.tokenizer={self.tokenizer!r} needs {path}.tokenizer_path")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The outer optimizer (optax) and its schedule."""
+
+    name: str = field("adamw", help="optimizer registry key (see hope_jax.optim.OPTIMIZERS)")
+    lr: float = field(3e-3, positive=True, help="peak learning rate")
+    warmup_steps: int = field(50, nonneg=True)
+    decay_steps: int = field(0, nonneg=True, help="cosine decay length; 0 = train.steps")
+    min_lr_ratio: float = field(0.1, nonneg=True, help="final lr = lr * min_lr_ratio")
+    b1: float = field(0.9, nonneg=True)
+    b2: float = field(0.95, nonneg=True)
+    eps: float = field(1e-8, positive=True)
+    weight_decay: float = field(0.1, nonneg=True)
+    decay_embeddings: bool = field(False, help="apply weight decay to embeddings")
+    decay_norms: bool = field(False, help="apply weight decay to norm scales and other vectors")
+    clip_norm: float = field(1.0, nonneg=True, help="global-norm clipping; 0 = off")
+    grad_accum: int = field(1, positive=True, help="micro-batches per optimizer step")
+
+    def check(self, path: str) -> None:
+        from hope_jax.optim import OPTIMIZERS
+
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"{path}.name={self.name!r} is not an optimizer; known: {sorted(OPTIMIZERS)}")
+        for k in ("b1", "b2", "min_lr_ratio"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ConfigError(f"{path}.{k}={getattr(self, k)} must be in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop: length, logging, validation and checkpoints."""
+
+    steps: int = field(300, positive=True)
+    seed: int = field(0, nonneg=True)
+    log_every: int = field(10, positive=True)
+    eval_every: int = field(100, nonneg=True, help="validation every N steps; 0 = only at the end")
+    eval_batches: int = field(8, positive=True)
+    ckpt_every: int = field(100, nonneg=True, help="checkpoint every N steps; 0 = only at the end")
+    keep_ckpts: int = field(3, positive=True)
+    async_ckpt: bool = field(True)
+    progress: bool = field(True, help="show a progress bar")
+    tensorboard: bool = field(True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def check(self, path: str) -> None:
+        if self.data.batch_size % self.optim.grad_accum:
+            raise ConfigError(
+                f"config.optim.grad_accum={self.optim.grad_accum} must divide "
+                f"config.data.batch_size={self.data.batch_size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Checks `value` against annotation `tp`; returns it converted (int->float, list->tuple)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping) and not hasattr(value, "to_dict"):
+            raise ConfigError(f"{path} must be a section (dict), got {value!r}")
+        return _build(tp, value, path)
+    if origin is tuple:
+        (elem, *_rest) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = tuple(v for v in value.split(",") if v)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path} must be a list of {_type_name(elem)}, got {value!r}")
+        return tuple(_coerce(v, elem, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+        (arg,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, arg, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be a bool, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} must be a float, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported annotation {tp}")  # pragma: no cover
+
+
+def _build(cls, raw: Any, path: str):
+    raw = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key {path}.{unknown[0]} (known: {sorted(fields)})")
+    kwargs = {}
+    for name, value in raw.items():
+        f, p = fields[name], f"{path}.{name}"
+        value = _coerce(value, hints[name], p)
+        meta = f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{p}={value!r} is not one of {list(meta['choices'])}")
+        if meta.get("positive") and not value > 0:
+            raise ConfigError(f"{p}={value!r} must be > 0")
+        if meta.get("nonneg") and not value >= 0:
+            raise ConfigError(f"{p}={value!r} must be >= 0")
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
+
+
+def validate(raw: Any) -> Config:
+    """ConfigDict / dict / Config -> validated `Config`. Raises `ConfigError` with one line."""
+    if isinstance(raw, Config):
+        raw = raw.to_dict()
+    return _build(Config, raw, "config")
+
+
+def replace(cfg: Config, **overrides: Any) -> Config:
+    """Returns a validated copy with dotted-path overrides, e.g. replace(c, **{'model.d_model': 64})."""
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        node = d
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"unknown config key config.{key}")
+        node[leaf] = value
+    return validate(d)

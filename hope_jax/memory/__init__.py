@@ -1,0 +1,1 @@
+"""The inner-loop engine: fast-weight memories, inner objectives and optimizers, chunked scans."""

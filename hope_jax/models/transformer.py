@@ -1,0 +1,42 @@
+"""Transformer++ block (Llama style): pre-RMSNorm, RoPE attention, SwiGLU FFN, no biases.
+
+Shape legend: B batch, T time, D width.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from hope_jax.config import ModelConfig
+from hope_jax.nn.attention import Attention
+from hope_jax.nn.layers import RMSNorm, SwiGLU, dtype_of
+
+
+def out_std(cfg: ModelConfig) -> float:
+    """Residual-branch output init scaled by depth (GPT-2 / Llama practice)."""
+    return cfg.init_std / (2 * cfg.num_layers) ** 0.5
+
+
+def ffn(cfg: ModelConfig, name: str = "mlp") -> SwiGLU:
+    """The SwiGLU FFN shared by every block type of the config."""
+    return SwiGLU(cfg.hidden, cfg.init_std, out_std(cfg), dtype_of(cfg.dtype),
+                  dtype_of(cfg.param_dtype), name=name)
+
+
+def norm(cfg: ModelConfig, name: str) -> RMSNorm:
+    return RMSNorm(cfg.norm_eps, param_dtype=dtype_of(cfg.param_dtype), name=name)
+
+
+class TransformerBlock(nn.Module):
+    """h = x + Attn(Norm(x)); y = h + FFN(Norm(h))."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+        cfg = self.cfg
+        attn = Attention(cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.attn_window,
+                         cfg.rope_theta, cfg.init_std, out_std(cfg), dtype_of(cfg.dtype),
+                         dtype_of(cfg.param_dtype), name="attn")
+        h = x_BTD + attn(norm(cfg, "attn_norm")(x_BTD), positions_BT, segment_ids_BT)
+        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
