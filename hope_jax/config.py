@@ -23,7 +23,7 @@ from hope_jax.config_fields import ConfigError, field
 from hope_jax.memory.config import MemoryConfig
 
 __all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig",
-           "replace", "validate"]
+           "default_config_dict", "replace", "validate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +248,17 @@ def validate(raw: Any) -> Config:
     if isinstance(raw, Config):
         raw = raw.to_dict()
     return _build(Config, raw, "config")
+
+
+def default_config_dict():
+    """A ConfigDict holding every key with its default: the base each `configs/*.py` updates.
+
+    Starting config files from the full schema means every key can be overridden on the command
+    line (`--config.data.seq_len=512`) even when the file does not mention it.
+    """
+    from ml_collections import ConfigDict
+
+    return ConfigDict(Config().to_dict())
 
 
 def replace(cfg: Config, **overrides: Any) -> Config:

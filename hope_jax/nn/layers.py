@@ -79,7 +79,8 @@ class RMSNorm(nn.Module):
         )
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (y * scale.astype(jnp.float32)).astype(x.dtype)
+        scale = jnp.reshape(scale.astype(jnp.float32), (1,) * (x.ndim - 1) + (-1,))
+        return (y * scale).astype(x.dtype)
 
 
 class Embed(nn.Module):
@@ -128,7 +129,7 @@ def rope(x_BTHK, positions_BT, theta: float = 10000.0):
     """Rotary position embedding (half-split convention), computed in fp32."""
     k = x_BTHK.shape[-1]
     freq_K2 = theta ** (-jnp.arange(0, k, 2, dtype=jnp.float32) / k)
-    ang_BTK2 = positions_BT.astype(jnp.float32)[..., None] * freq_K2
+    ang_BTK2 = positions_BT.astype(jnp.float32)[..., None] * freq_K2[None, None, :]
     sin, cos = jnp.sin(ang_BTK2)[:, :, None, :], jnp.cos(ang_BTK2)[:, :, None, :]
     x = x_BTHK.astype(jnp.float32)
     x1, x2 = x[..., : k // 2], x[..., k // 2 :]
@@ -161,7 +162,8 @@ class ShortConv(nn.Module):
         ).astype(self.dtype)
         x = x_BTD.astype(self.dtype)
         t = x.shape[1]
-        out = x * w_WD[-1]
+        w_W11D = w_WD[:, None, None, :]
+        out = x * w_W11D[-1]
         for lag in range(1, self.width):
             if lag >= t:
                 break
@@ -170,5 +172,5 @@ class ShortConv(nn.Module):
                 same = segment_ids_BT == jnp.pad(segment_ids_BT, ((0, 0), (lag, 0)),
                                                  constant_values=-1)[:, :t]
                 shifted = shifted * same[..., None].astype(x.dtype)
-            out = out + shifted * w_WD[-1 - lag]
+            out = out + shifted * w_W11D[-1 - lag]
         return out

@@ -1,0 +1,124 @@
+"""Orbax checkpointing of the whole run: train state, data-iterator state and run metadata.
+
+Layout: `<workdir>/checkpoints/<step>/{state,data,meta}`. `meta` holds the resolved model config
+and the tokenizer identity, so a checkpoint is never silently restored into a different model or
+tokenizer. Saves are asynchronous and keep the last `keep` steps; nothing here ever deletes a
+checkpoint except orbax's keep-last-N rotation of checkpoints this run wrote itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not fit the current config."""
+
+
+def _diff(saved: dict, current: dict, prefix: str) -> list[str]:
+    out = []
+    for k in sorted(set(saved) | set(current)):
+        a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}.{k}")
+        elif a != b and not (isinstance(a, list) and tuple(a) == b):
+            out.append(f"{prefix}.{k}: checkpoint {a!r} vs config {b!r}")
+    return out
+
+
+class Checkpointer:
+    """Thin wrapper over `ocp.CheckpointManager` with the run's conventions.
+
+    Args:
+      workdir: run directory; checkpoints go to `workdir/checkpoints`.
+      keep: number of most recent checkpoints kept.
+      async_save: write in a background thread (call `wait()` before exiting).
+      read_only: never create directories (eval).
+    """
+
+    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True,
+                 read_only: bool = False):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        opts = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only,
+            read_only=read_only,
+        )
+        self._mgr = ocp.CheckpointManager(self.directory, options=opts,
+                                          item_names=("state", "data", "meta"))
+
+    def latest_step(self) -> int | None:
+        return self._mgr.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._mgr.all_steps())
+
+    def save(self, step: int, state: Any, data_state: Any, meta: dict) -> None:
+        self._mgr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave(meta),
+        ), force=True)
+
+    def read_meta(self, step: int) -> dict:
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for unreadable files
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} is corrupt or unreadable "
+                f"(metadata: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                "nothing was changed"
+            ) from e
+        return out["meta"]
+
+    def check_compatible(self, step: int, meta: dict) -> None:
+        """Raises CheckpointError naming the first differing model/tokenizer setting."""
+        saved = self.read_meta(step)
+        problems = _diff(saved.get("model", {}), meta["model"], "config.model")
+        if saved.get("tokenizer") != meta["tokenizer"]:
+            problems.insert(0, f"tokenizer: checkpoint {saved.get('tokenizer')!r} "
+                               f"vs config {meta['tokenizer']!r}")
+        if problems:
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} was written for a different "
+                f"model/tokenizer ({problems[0]}"
+                + (f"; and {len(problems) - 1} more" if len(problems) > 1 else "")
+                + "); use another --workdir or matching settings. Nothing was changed."
+            )
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any, dict]:
+        """Returns (state, data_state, meta) of `step`, placed like `abstract_state`."""
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ))
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} is corrupt or does not match the "
+                f"model ({type(e).__name__}: {first[:300]}); nothing was changed"
+            ) from e
+        return out["state"], out["data"], out["meta"]
+
+    def wait(self) -> None:
+        self._mgr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mgr.wait_until_finished()
+        self._mgr.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) of a concrete pytree, for restore targets."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def json_safe(obj: Any) -> Any:
+    """Round-trips through JSON to catch non-serializable iterator states early."""
+    return json.loads(json.dumps(obj))

@@ -1,0 +1,28 @@
+"""Shared test helpers: tiny configs and paths."""
+
+from __future__ import annotations
+
+import os
+
+from hope_jax.config import Config, default_config_dict, validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAKESPEARE = os.path.join(os.path.dirname(ROOT), "shared", "data", "tinyshakespeare", "input.txt")
+
+
+def tiny_config(**overrides) -> Config:
+    """A 2-layer, 64-wide byte-level model on the embedded corpus; dotted-key overrides."""
+    c = default_config_dict()
+    c.model.update(name="transformer", vocab_size=257, d_model=64, num_layers=2, num_heads=4)
+    c.data.update(source="stdlib", seq_len=64, batch_size=8, seed=0)
+    c.optim.update(lr=3e-3, warmup_steps=5)
+    c.train.update(steps=20, log_every=1, eval_every=0, eval_batches=2, ckpt_every=0,
+                   progress=False, tensorboard=False, async_ckpt=False)
+    d = c.to_dict()
+    for key, value in overrides.items():
+        node = d
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return validate(d)

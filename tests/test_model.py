@@ -1,0 +1,110 @@
+"""LM invariants for every registered model: causality, batch isolation, scan == unrolled."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hope_jax.models.lm import LM, MODELS
+from tests.helpers import tiny_config
+
+T = 32
+
+
+def _tokens(b=2, t=T, seed=0):
+    return jax.random.randint(jax.random.key(seed), (b, t), 0, 257)
+
+
+def _model(name, **kw):
+    cfg = tiny_config(**{"model.name": name, "data.seq_len": T, **kw})
+    return cfg, LM(cfg.model)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_causal(name):
+    """Changing tokens at positions >= t leaves logits at positions < t unchanged."""
+    _, model = _model(name)
+    x = _tokens()
+    params = model.init(jax.random.key(0), x)
+    t = 19
+    y = x.at[:, t:].set((x[:, t:] + 7) % 257)
+    a, b = model.apply(params, x), model.apply(params, y)
+    np.testing.assert_allclose(a[:, :t], b[:, :t], atol=1e-5, rtol=1e-5)
+    assert not np.allclose(a[:, t:], b[:, t:])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_batch_isolation(name):
+    """A row's logits do not depend on the other rows of the batch."""
+    _, model = _model(name)
+    x = _tokens(b=3)
+    params = model.init(jax.random.key(0), x)
+    full = model.apply(params, x)
+    alone = model.apply(params, x[1:2])
+    np.testing.assert_allclose(full[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+def _unstack(scanned):
+    """nn.scan params {'blocks': {'block': tree[L, ...]}} -> {'block_i': tree[...]}."""
+    p = dict(scanned)
+    stacked = p.pop("blocks")["block"]
+    n = jax.tree.leaves(stacked)[0].shape[0]
+    for i in range(n):
+        p[f"block_{i}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    return p
+
+
+def test_scan_equals_unrolled():
+    cfg, scanned = _model("transformer")
+    _, unrolled = _model("transformer", **{"model.scan_layers": False})
+    x = _tokens()
+    params = nn.unbox(scanned.init(jax.random.key(0), x))["params"]
+    a = scanned.apply({"params": params}, x)
+    b = unrolled.apply({"params": _unstack(params)}, x)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    ref = nn.unbox(unrolled.init(jax.random.key(0), x))["params"]
+    assert jax.tree.structure(ref) == jax.tree.structure(_unstack(params))
+
+
+def test_remat_same_grads():
+    _, plain = _model("transformer")
+    _, remat = _model("transformer", **{"model.remat": "block"})
+    x = _tokens()
+    params = nn.unbox(plain.init(jax.random.key(0), x))["params"]
+
+    def loss(m):
+        return lambda p: jnp.mean(m.apply({"params": p}, x) ** 2)
+
+    ga, gb = jax.grad(loss(plain))(params), jax.grad(loss(remat))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ga, gb)
+
+
+def test_packed_documents_are_independent():
+    """With segment ids, the 2nd document of a packed row sees nothing of the 1st (Transformer++)."""
+    _, model = _model("transformer")
+    x = _tokens(b=1)
+    cut = 12
+    seg = jnp.concatenate([jnp.ones((1, cut), jnp.int32), 2 * jnp.ones((1, T - cut), jnp.int32)], 1)
+    pos = jnp.concatenate([jnp.arange(cut), jnp.arange(T - cut)])[None]
+    params = model.init(jax.random.key(0), x)
+    packed = model.apply(params, x, pos, seg)
+    alone = model.apply(params, x[:, cut:])
+    np.testing.assert_allclose(packed[:, cut:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_compute_keeps_fp32_params():
+    _, model = _model("transformer", **{"model.dtype": "bfloat16"})
+    x = _tokens()
+    v = nn.unbox(model.init(jax.random.key(0), x))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
+    assert model.apply(v, x).dtype == jnp.bfloat16
+
+
+def test_every_param_has_logical_axes():
+    from hope_jax.train.state import logical_axes
+
+    cfg = tiny_config()
+    axes = logical_axes(cfg)
+    for path, a in jax.tree_util.tree_leaves_with_path(axes, is_leaf=lambda x: isinstance(x, tuple)):
+        assert all(isinstance(n, str) for n in a), (path, a)
