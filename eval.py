@@ -5,7 +5,7 @@
   python eval.py --workdir=runs/tiny --prompt="def main(" --max_new_tokens=200 --temperature=0.8
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from hope_jax import cli
 
@@ -37,6 +37,7 @@ def _main():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
     cli.print_json(cli.run_guarded(_main))
 
 

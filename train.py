@@ -6,7 +6,7 @@
 Resumes automatically from the latest checkpoint in --workdir.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hope_jax import cli
@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
     from hope_jax.train.loop import train
 
     cfg = cli.load_config(FLAGS.config)
