@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -45,13 +46,8 @@ def _cfg(paths=(), **kw) -> DataConfig:
 
 
 def _take(ds_or_it, n: int | None = None) -> list[dict]:
-    it = iter(ds_or_it)
-    out = []
-    for batch in it:
-        out.append(batch)
-        if n is not None and len(out) == n:
-            break
-    return out
+    """The first n batches (all if n is None)."""
+    return list(itertools.islice(iter(ds_or_it), n))
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
@@ -104,9 +100,6 @@ def _docs_from_batches(batches: list[dict], eos: int = EOS,
 def _expected(texts, tok=None) -> list[tuple[int, ...]]:
     tok = tok or ByteTokenizer()
     return [tuple(tok.encode(t)) + (tok.eos_id,) for t in texts]
-
-
-# ----------------------------------------------------------------------------- packing
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -204,10 +197,7 @@ def test_positions_continue_across_rows_and_reset_at_documents(tmp_path):
 def test_max_doc_bytes_truncates(tmp_path):
     texts = ["é" * 30, "abc"]
     cfg = _cfg([_write_txt(tmp_path / "c", texts)], shuffle=False, max_doc_bytes=7)
-    assert [load_documents(cfg, "train")[i] for i in range(2)] == ["ééé", "abc"]
-
-
-# ----------------------------------------------------------------------------- sharding
+    assert list(load_documents(cfg, "train")) == ["ééé", "abc"]
 
 
 def test_process_sharding_train_documents_disjoint_and_covering(tmp_path):
@@ -216,8 +206,7 @@ def test_process_sharding_train_documents_disjoint_and_covering(tmp_path):
     n_batches = 2 * sum(len(d) for d in _expected(texts)) // (2 * 16)  # >= 1 epoch per process
     per_proc = []
     for p in range(2):
-        ds = make_dataset(cfg, "train", process_index=p, process_count=2)
-        batches = _take(ds, n_batches)
+        batches = _take(make_dataset(cfg, "train", process_index=p, process_count=2), n_batches)
         assert batches[0]["inputs"].shape == (2, 16)
         per_proc.append(set(_docs_from_batches(batches, partial_tail=True)))
     assert not per_proc[0] & per_proc[1]
@@ -234,11 +223,7 @@ def test_process_sharding_val_rows_disjoint_equal_counts_and_covering(tmp_path):
         assert b0["inputs"].shape == (2, 16)
         for k in g:  # process p holds rows [2p, 2p + 2) of the global batch
             np.testing.assert_array_equal(np.concatenate([b0[k], b1[k]]), g[k])
-    assert sorted(_docs_from_batches(full)) == sorted(
-        _expected(load_documents(cfg, "val")[i] for i in range(len(load_documents(cfg, "val")))))
-
-
-# ----------------------------------------------------------------------------- sources
+    assert sorted(_docs_from_batches(full)) == sorted(_expected(list(load_documents(cfg, "val"))))
 
 
 def test_file_formats_give_the_same_documents(tmp_path):
@@ -255,8 +240,7 @@ def test_file_formats_give_the_same_documents(tmp_path):
         writer.write((lines[i] if i % 2 else t).encode())
     writer.close()
     for name in ("d.jsonl", "d.parquet", "d.array_record"):
-        src = load_documents(_cfg([tmp_path / name]), "train")
-        assert [src[i] for i in range(len(src))] == texts, name
+        assert list(load_documents(_cfg([tmp_path / name]), "train")) == texts, name
     both = load_documents(_cfg([tmp_path / "d.jsonl", tmp_path / "d.parquet"]), "train")
     assert len(both) == 12
 
@@ -265,13 +249,11 @@ def test_holdout_by_hash_is_disjoint_and_stable(tmp_path):
     root = _write_txt(tmp_path / "c", _doc_texts(40))
     cfg = _cfg([root], val_fraction=0.25)
     train, val = load_documents(cfg, "train"), load_documents(cfg, "val")
-    tr = {train[i] for i in range(len(train))}
-    va = {val[i] for i in range(len(val))}
+    tr, va = set(train), set(val)
     assert tr and va and not tr & va and len(tr | va) == 40
     assert 4 <= len(va) <= 18
     moved = _write_txt(tmp_path / "elsewhere", _doc_texts(40))  # keys are relative paths
-    val2 = load_documents(_cfg([moved], val_fraction=0.25), "val")
-    assert {val2[i] for i in range(len(val2))} == va
+    assert set(load_documents(_cfg([moved], val_fraction=0.25), "val")) == va
 
 
 def test_single_file_is_cut_into_train_head_and_val_tail(tmp_path):
@@ -311,9 +293,6 @@ def test_tinyshakespeare_real_file():
     assert ByteTokenizer().decode(batch["targets"].reshape(-1)) == text[:4 * 64]
     vb = _take(make_dataset(cfg, "val"))
     assert sum(b["mask"].sum() for b in vb) == len(val[0].encode()) + 1
-
-
-# ----------------------------------------------------------------------------- tokenizers
 
 
 def _hf_tokenizer(path: Path, special=("<|endoftext|>",)) -> Path:
@@ -372,8 +351,7 @@ def test_sentencepiece_round_trip(tmp_path):
     np.testing.assert_array_equal(tok.encode_array(text), tok.encode(text))
 
 
-# ----------------------------------------------------------------------------- bad input
-
+# bad input --------------------------------------------------------------------------------------
 
 def _raises(cfg, name: str, *more: str, split="train"):
     with pytest.raises(DataError) as e:

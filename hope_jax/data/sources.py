@@ -67,6 +67,9 @@ class DocumentSource:
                 text = data[:limit].decode("utf-8", errors="ignore")
         return text
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     def select(self, keep_N: np.ndarray) -> DocumentSource:
         """The documents where the boolean mask `keep_N` is true."""
         return DocumentSource(self.readers, self.reader_ids[keep_N], self.starts[keep_N],
