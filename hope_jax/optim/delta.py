@@ -1,0 +1,131 @@
+"""Delta-rule (L2-objective) momentum and Delta Gradient Descent (SPEC §2, Eqs. 48-49, 56-57).
+
+Delta momentum. Momentum with the L2 objective min_m ||m g^T - P||^2 instead of the dot product
+(SPEC Eqs. 48-49) takes one gradient step whose gradient depends on m itself:
+
+    m_{i+1} = m_i (alpha I - g^T g) - eta P(g_i)          (column convention, as printed)
+
+so the memory *forgets* what it stored along the directions the new gradient occupies (a delta
+rule on the gradient stream) instead of only adding to them. For a matrix parameter in our
+row-vector convention (W is [in, out], y = x W, G = x^T delta) the gradient-dependent factor acts on
+the input side, exactly where DGD's (I - eta x x^T) acts:
+
+    m_{i+1} = (alpha I - beta G_hat G_hat^T) m_i - eta (1 - tau) P(G_i),
+    G_hat = G / ||G||_F,   W_{i+1} = W_i + m_{i+1}.
+
+G_hat G_hat^T is PSD with eigenvalues sigma_k^2 / sum_j sigma_j^2 in [0, 1] (for a rank-1 gradient
+x^T delta it is the projector x x^T / ||x||^2), so for 0 <= beta <= alpha the factor has spectrum in
+[alpha - beta, alpha]: contractive and sign-preserving whatever the gradient scale. The
+normalization is ours (the raw g^T g of Eq. 48 explodes or vanishes with the gradient scale); it
+is the same L2-normalized-key assumption DGD makes (SPEC A9). beta = 0 recovers momentum exactly.
+Batch axes (layers) are handled per slice. Vectors (no matrix dims) are treated as one row.
+
+DGD (SPEC Eqs. 56-57, App. C): one exact proximal step on 1/2 ||x W - u||^2 + 1/(2 eta)||W - W_t||^2
+with u = -dL/dy. Sherman-Morrison gives, for any key x (row convention),
+
+    W_{t+1} = (I - eta' x x^T) W_t - eta' x^T dL/dy,   eta' = eta / (1 + eta ||x||^2),
+
+which is Eq. 57 (eta' = eta / (1 + eta)) for ||x|| = 1. DGD needs the layer input x, so it is an
+inner-loop rule (the key is a per-step hyperparameter); the outer optimizer, which sees only
+gradients, uses delta momentum instead. With retention alpha the proximal centre is alpha W_t,
+giving alpha (I - eta' x x^T) W_t - eta' x^T dL/dy (the exact argmin; SPEC Eq. 88 / A9 print
+W (alpha I - eta k k^T), which differs by (1 - alpha) eta' and coincides for alpha = 1).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hope_jax.optim.matrices import map_with_dims, matrix_map, resolve_dims
+from hope_jax.optim.momentum import PrecondState, diag_init, diag_precondition
+from hope_jax.optim.rule import Rule, as_transformation
+
+__all__ = ["delta_decay", "delta_momentum", "delta_momentum_rule", "dgd_rule"]
+
+
+def delta_decay(m_MN, g_MN, alpha, beta, eps: float = 1e-30):
+    """(alpha I - beta G_hat G_hat^T) m for one [in, out] matrix, G_hat = G / ||G||_F."""
+    sq = jnp.sum(g_MN * g_MN)
+    inv = jnp.where(sq > eps, 1.0 / jnp.maximum(sq, eps), 0.0)
+    rows, cols = g_MN.shape
+    if rows <= cols:  # (G G^T) m: rows^2 cols + rows^2 cols
+        proj = (g_MN @ g_MN.T) @ m_MN
+    else:  # G (G^T m): rows cols^2 twice
+        proj = g_MN @ (g_MN.T @ m_MN)
+    return alpha * m_MN - (beta * inv) * proj
+
+
+def delta_momentum_rule(dims=None, precond: str = "none") -> Rule:
+    """Delta-rule momentum (SPEC Eqs. 48-49), normalized as in the module docstring.
+
+    Args:
+      dims: None (trailing two axes), a pytree of `MatrixDims`/None, or a callable tree -> pytree.
+      precond: "none" (P = I) or "diag" (P = Adam-style whitening of the written value).
+
+    Hyperparameters: `lr` (eta), `momentum` (alpha), `delta` (beta, the strength of the
+    gradient-dependent decay; 0 = momentum), `dampening` (tau), `b2`, `eps` (for "diag").
+    """
+    if precond not in ("none", "diag"):
+        raise ValueError(f"precond={precond!r}: expected 'none' or 'diag'")
+
+    def init(params):
+        p = diag_init(params) if precond == "diag" else ()
+        return PrecondState(jax.tree.map(jnp.zeros_like, params), p)
+
+    def update(grads, state, hp, params=None):
+        del params
+        lr, alpha, beta, tau = hp["lr"], hp["momentum"], hp["delta"], hp["dampening"]
+        if precond == "diag":
+            values, ps = diag_precondition(grads, state.precond, hp["b2"], hp["eps"])
+        else:
+            values, ps = grads, state.precond
+        d = resolve_dims(dims, grads)
+
+        def leaf(g, dm, m, v):
+            decayed = matrix_map(lambda mm, gg: delta_decay(mm, gg, alpha, beta), dm, m, g)
+            return decayed - lr * (1.0 - tau) * v
+
+        m = map_with_dims(leaf, d, grads, state.m, values)
+        return m, PrecondState(m, ps)
+
+    defaults = {"momentum": 0.9, "delta": 0.5, "dampening": 0.0, "b2": 0.95, "eps": 1e-8}
+    return Rule(f"delta_momentum[{precond}]", init, update, defaults)
+
+
+def delta_momentum(learning_rate, momentum=0.9, delta=0.5, dampening=0.0, b2=0.95, eps=1e-8,
+                   dims=None, precond: str = "none") -> optax.GradientTransformation:
+    """optax factory for `delta_momentum_rule`; pass `static_args=("dims",)` to inject_hyperparams
+    when `dims` is a callable."""
+    return as_transformation(delta_momentum_rule(dims, precond), lr=learning_rate,
+                             momentum=momentum, delta=delta, dampening=dampening, b2=b2, eps=eps)
+
+
+def dgd_rule() -> Rule:
+    """Delta Gradient Descent (SPEC Eqs. 56-57) for a linear fast weight W [in, out].
+
+    `update(grads, state, hp, params)` needs the current weights and, in `hp["key"]`, the layer
+    input x [in] of this step (for an MLP memory apply it to the input-side layer, SPEC A9).
+    Hyperparameters: `lr` (eta), `retain` (alpha, default 1), `key`.
+    Returns W_{t+1} - W_t, so params + update is the exact proximal solution.
+    """
+
+    def init(params):
+        del params
+        return ()
+
+    def update(grads, state, hp, params=None):
+        if params is None:
+            raise ValueError("dgd_rule needs params (the current fast weights)")
+        x, lr, alpha = hp["key"], hp["lr"], hp["retain"]
+        eta = lr / (1.0 + lr * jnp.sum(x * x))
+
+        def leaf(g, w):
+            prior = alpha * w  # proximal centre alpha W_t (retention)
+            new = prior - eta * jnp.outer(x, x @ prior) - eta * g
+            return new - w
+
+        return jax.tree.map(leaf, grads, params), state
+
+    return Rule("dgd", init, update, {"retain": 1.0})
