@@ -22,7 +22,8 @@ from typing import Any
 from hope_jax.config_fields import ConfigError, field
 from hope_jax.memory.config import MemoryConfig
 
-__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+__all__ = ["Config", "ConfigError", "DataConfig", "MeshConfig", "ModelConfig", "OptimConfig",
+           "TrainConfig",
            "default_config_dict", "replace", "validate"]
 
 
@@ -100,6 +101,8 @@ class DataConfig:
     seed: int = field(0, nonneg=True)
     shuffle: bool = field(True)
     max_doc_bytes: int = field(0, nonneg=True, help="truncate documents longer than this; 0 = no limit")
+    split_doc_bytes: int = field(32768, nonneg=True,
+                                 help="cut longer text documents into pieces at line breaks; 0 = never")
 
     def check(self, path: str) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -151,7 +154,6 @@ class OptimConfig:
     m3_alpha: float = field(1.0, nonneg=True, help="m3: weight of the slow momentum's read-out")
     m3_period: int = field(10, positive=True, help="m3: slow-memory chunk f (optimizer steps)")
 
-
     def check(self, path: str) -> None:
         from hope_jax.optim import OPTIMIZERS
 
@@ -179,11 +181,47 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh data x fsdp x tensor and multi-host start-up (see `hope_jax.sharding`).
+
+    The defaults use one device (single-device behaviour); `-1` fills an axis with the devices
+    left over, e.g. `fsdp=-1` shards params and optimizer state over all devices.
+    """
+
+    data: int = field(1, help="data-parallel axis size (batch split, params replicated); -1 = fill")
+    fsdp: int = field(1, help="fully-sharded data-parallel axis (batch and the params' embed dim "
+                      "split); -1 = fill")
+    tensor: int = field(1, help="tensor-parallel axis (mlp / heads / vocab dims split); -1 = fill")
+    replicated_params: str = field("warn", choices=("warn", "error", "ignore"),
+                                   help="a param > 1M elements left fully replicated on a mesh "
+                                   "with fsdp x tensor > 1")
+    distributed: str = field("auto", choices=("auto", "on", "off"),
+                             help="jax.distributed.initialize: auto = when SLURM / Open MPI / "
+                             "Cloud TPU / a coordinator address says so")
+    coordinator_address: str = field("", help="host:port of process 0; '' = env "
+                                     "JAX_COORDINATOR_ADDRESS or auto-detect")
+    num_processes: int = field(0, nonneg=True, help="with coordinator_address; 0 = env "
+                               "JAX_NUM_PROCESSES")
+    process_id: int = field(-1, help="with coordinator_address; -1 = env JAX_PROCESS_ID")
+
+    def check(self, path: str) -> None:
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        for k, v in sizes.items():
+            if v == 0 or v < -1:
+                raise ConfigError(f"{path}.{k}={v} must be >= 1 or -1 (fill)")
+        if list(sizes.values()).count(-1) > 1:
+            raise ConfigError(f"{path}: at most one of data/fsdp/tensor may be -1, got {sizes}")
+        if self.process_id < -1:
+            raise ConfigError(f"{path}.process_id={self.process_id} must be >= 0 or -1 (env)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def check(self, path: str) -> None:
         if self.data.batch_size % self.optim.grad_accum:

@@ -59,17 +59,19 @@ def _docs_from_batches(batches: list[dict], eos: int = EOS,
                        partial_tail: bool = False) -> list[tuple[int, ...]]:
     """Rebuilds each document's target sequence from a stream of batches, checking the packing.
 
-    Checks: mask == (segment_ids > 0); padding only at row ends; each segment is contiguous with
-    consecutive positions; inputs are the previous targets inside a segment; a segment starts at
-    position 0 (input EOS) unless it is the first of its row and continues the previous document
-    exactly where it stopped; a segment that ends inside a row ends its document with EOS.
-    With `partial_tail` (a stream cut anywhere), an unfinished last document is dropped.
+    Row r of every batch is lane r (see packing.py): a document continues in the same row of the
+    next batch. Checks: mask == (segment_ids > 0); padding only at row ends; each segment is
+    contiguous with consecutive positions; inputs are the previous targets inside a segment; a
+    segment starts at position 0 (input EOS) unless it is the first of its row and continues the
+    lane's document exactly where it stopped; a segment that ends inside a row ends its document
+    with EOS. Documents are returned in the order they were drawn (batch, row, column of their
+    first pair). With `partial_tail` (a stream cut anywhere), unfinished documents are dropped.
     """
-    docs, cur = [], None
-    for batch in batches:
+    done, cur = [], {}  # cur[lane] = (start key, targets so far)
+    for bi, batch in enumerate(batches):
         assert batch["inputs"].dtype == np.int32 and batch["mask"].dtype == np.float32
-        for inp, tgt, pos, seg, mask in zip(*(batch[k] for k in (
-                "inputs", "targets", "positions", "segment_ids", "mask"))):
+        for row, (inp, tgt, pos, seg, mask) in enumerate(zip(*(batch[k] for k in (
+                "inputs", "targets", "positions", "segment_ids", "mask")))):
             np.testing.assert_array_equal(mask, (seg > 0).astype(np.float32))
             used = int((seg > 0).sum())
             assert (seg[used:] == 0).all() and (seg[:used] > 0).all()
@@ -81,17 +83,20 @@ def _docs_from_batches(batches: list[dict], eos: int = EOS,
                 np.testing.assert_array_equal(x[1:], y[:-1])  # next token, within the document
                 if p[0] == 0:
                     assert x[0] == eos
-                    assert cur is None or cur[-1] == eos
-                    if cur is not None:
-                        docs.append(tuple(cur))
-                    cur = []
+                    if row in cur:
+                        assert cur[row][1][-1] == eos
+                        done.append(cur.pop(row))
+                    cur[row] = ((bi, row, int(idx[0])), [])
                 else:
-                    assert s == 1 and cur is not None and p[0] == len(cur) and x[0] == cur[-1]
-                cur.extend(int(t) for t in y)
+                    key, toks = cur[row]
+                    assert s == 1 and p[0] == len(toks) and x[0] == toks[-1]
+                cur[row][1].extend(int(t) for t in y)
                 if idx[-1] < len(seg) - 1 and seg[idx[-1] + 1] > 0:
                     assert y[-1] == eos  # the next segment of this row is another document
-    if cur is not None and not (partial_tail and cur[-1] != eos):
-        docs.append(tuple(cur))
+    for key, toks in cur.values():
+        if not (partial_tail and toks[-1] != eos):
+            done.append((key, toks))
+    docs = [tuple(toks) for _, toks in sorted(done, key=lambda kv: kv[0])]
     for d in docs:
         assert d[-1] == eos and eos not in d[:-1]
     return docs
@@ -121,7 +126,7 @@ def test_epochs_reshuffle_and_each_covers_the_corpus(tmp_path):
     texts = _doc_texts()
     cfg = _cfg([_write_txt(tmp_path / "c", texts)], shuffle=True, seed=3)
     n_tokens = sum(len(d) for d in _expected(texts))
-    batches = _take(make_dataset(cfg, "train"), 3 * n_tokens // (3 * 16) + 2)
+    batches = _take(make_dataset(cfg, "train"), 5 * n_tokens // (3 * 16) + 2)
     docs = _docs_from_batches(batches, partial_tail=True)
     n = len(texts)
     epochs = [docs[e * n:(e + 1) * n] for e in range(3)]
@@ -183,15 +188,24 @@ def test_state_saved_with_orbax_async_restores_exactly(tmp_path):
     assert _same(_take(it2, len(ref)), ref)
 
 
-def test_positions_continue_across_rows_and_reset_at_documents(tmp_path):
-    texts = ["x" * 40, "yy\n"]  # 41 + 4 pairs with T=16: the first document spans 3 rows
-    cfg = _cfg([_write_txt(tmp_path / "c", texts)], shuffle=False, batch_size=4)
-    (batch,) = _take(make_dataset(cfg, "train", repeat=False))
-    np.testing.assert_array_equal(batch["positions"][1], np.arange(16, 32))
-    np.testing.assert_array_equal(batch["segment_ids"][2, :13], [1] * 9 + [2] * 4)
-    np.testing.assert_array_equal(batch["positions"][2, :13], [*range(32, 41), 0, 1, 2, 3])
-    assert batch["inputs"][0, 0] == EOS and batch["targets"][2, 8] == EOS
-    assert batch["mask"][2, 13:].sum() == 0 and batch["mask"][3].sum() == 0  # padded last batch
+def test_positions_continue_across_batches_and_reset_at_documents(tmp_path):
+    texts = ["x" * 40, "yy\n"]  # 41 + 4 pairs with T=16: the first document spans 3 batches
+    cfg = _cfg([_write_txt(tmp_path / "c", texts)], shuffle=False, batch_size=2)
+    b0, b1, b2 = _take(make_dataset(cfg, "train", repeat=False))
+    np.testing.assert_array_equal(b0["positions"][0], np.arange(16))  # lane 0: document 0
+    np.testing.assert_array_equal(b1["positions"][0], np.arange(16, 32))
+    np.testing.assert_array_equal(b2["positions"][0, :9], np.arange(32, 41))
+    np.testing.assert_array_equal(b0["segment_ids"][1], [1] * 4 + [0] * 12)  # lane 1: document 1
+    np.testing.assert_array_equal(b0["positions"][1, :4], np.arange(4))
+    assert b0["inputs"][0, 0] == EOS and b2["targets"][0, 8] == EOS
+    assert b2["mask"][0, 9:].sum() == 0 and b1["mask"][1].sum() == 0  # lanes run dry: padding
+
+
+def test_rows_of_a_batch_come_from_different_documents(tmp_path):
+    texts = [chr(97 + i) * 100 for i in range(6)]
+    cfg = _cfg([_write_txt(tmp_path / "c", texts)], shuffle=False, batch_size=3)
+    (batch,) = _take(make_dataset(cfg, "train", repeat=False), 1)
+    assert len({int(r[1]) for r in batch["inputs"]}) == 3
 
 
 def test_max_doc_bytes_truncates(tmp_path):
@@ -288,11 +302,25 @@ def test_tinyshakespeare_real_file():
     cfg = _cfg([SHAKESPEARE], val_fraction=0.1, shuffle=False, seq_len=64, batch_size=4)
     train, val = load_documents(cfg, "train"), load_documents(cfg, "val")
     text = SHAKESPEARE.read_text(encoding="utf-8")
-    assert train[0] + val[0] == text
+    assert "".join(train) + "".join(val) == text
+    assert len(train) > 20  # one 1 MB file -> pieces of <= split_doc_bytes (different rows)
     batch = next(iter(make_dataset(cfg, "train")))
-    assert ByteTokenizer().decode(batch["targets"].reshape(-1)) == text[:4 * 64]
+    for r in range(4):
+        assert ByteTokenizer().decode(batch["targets"][r]) == train[r][:64]
     vb = _take(make_dataset(cfg, "val"))
-    assert sum(b["mask"].sum() for b in vb) == len(val[0].encode()) + 1
+    assert sum(b["mask"].sum() for b in vb) == len("".join(val).encode()) + len(val)
+
+
+def test_split_long_documents_at_line_breaks(tmp_path):
+    lines = [f"line {i} " + "é" * (i % 7) + "\n" for i in range(400)]
+    root = _write_txt(tmp_path / "c", ["".join(lines), "short\n"])
+    cfg = _cfg([root], shuffle=False, split_doc_bytes=300)
+    docs = list(load_documents(cfg, "train"))
+    assert "".join(docs[:-1]) == "".join(lines) and docs[-1] == "short\n"
+    assert len(docs) > 10
+    assert all(len(d.encode()) <= 300 and d.endswith("\n") for d in docs)
+    whole = list(load_documents(_cfg([root], shuffle=False, split_doc_bytes=0), "train"))
+    assert whole == ["".join(lines), "short\n"]
 
 
 def _hf_tokenizer(path: Path, special=("<|endoftext|>",)) -> Path:

@@ -48,16 +48,19 @@ def test_loss_decreases(tmp_path):
 
 
 def _restore_all(workdir, step):
-    ck = Checkpointer(str(workdir), read_only=True)
+    """(state, next 3 training batches from the restored data position)."""
+    from hope_jax.data import make_dataset
     from hope_jax.models.lm import LM
     from hope_jax.train.state import init_state, make_optimizer
 
+    ck = Checkpointer(str(workdir), read_only=True)
     cfg = tiny_config()
     model = LM(cfg.model)
     abstract = jax.eval_shape(lambda: init_state(cfg, model, make_optimizer(cfg, model)))
-    state, data, _ = ck.restore(step, abstract)
+    it = iter(make_dataset(cfg.data, "train"))
+    state, _ = ck.restore(step, abstract, it)
     ck.close()
-    return state, data
+    return state, [next(it) for _ in range(3)]
 
 
 def test_resume_equals_straight_run(tmp_path):
@@ -77,7 +80,8 @@ def test_resume_equals_straight_run(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=300)
     s1, d1 = _restore_all(straight, 2 * k)
     s2, d2 = _restore_all(split, 2 * k)
-    assert d1 == d2  # the data position continues exactly
+    for a, b in zip(d1, d2):  # the data position continues exactly
+        assert all(np.array_equal(a[k], b[k]) for k in a)
     assert int(s1.step) == int(s2.step) == 2 * k
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                  s1.params, s2.params)
@@ -87,8 +91,8 @@ def test_resume_equals_straight_run(tmp_path):
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     train(tiny_config(**{"train.steps": 4}), str(tmp_path))
     before = _tree_hash(tmp_path / "checkpoints")
-    bad = tiny_config(**{"train.steps": 10, "optim.lr": 1e30, "optim.warmup_steps": 0,
-                         "optim.clip_norm": 0.0})
+    # Same optimizer structure (so the checkpoint restores), absurd learning rate.
+    bad = tiny_config(**{"train.steps": 10, "optim.lr": 1e30, "optim.warmup_steps": 0})
     with pytest.raises(TrainingError, match=r"non-finite loss at step \d+.*Last good checkpoint: step 4"):
         train(bad, str(tmp_path))
     assert _tree_hash(tmp_path / "checkpoints") == before

@@ -1,27 +1,29 @@
 """Packing documents into fixed-size [B, T] language-model batches, with an exact resumable state.
 
-Shapes: B batch rows, T sequence length, L tokens of one document.
+Shapes: B batch rows (lanes), T sequence length, L tokens of one document.
 
-Each parent element is one document as `doc_L1 = [eos] + tokens(d) + [eos]` (int32 [L + 2]). The
-document contributes L + 1 (input, target) pairs: input `doc_L1[i]`, target `doc_L1[i + 1]`, at
-position i. So the leading EOS acts as beginning-of-document (the first real token is predicted
-from it), the last target is EOS, and no pair ever mixes two documents. Pairs of consecutive
-documents are laid end to end and cut into rows of T; a document that does not fit in a row
-continues at the start of the next row (next batch if needed).
+Each document is `doc_L1 = [eos] + tokens(d) + [eos]` (int32 [L + 2]) and contributes L + 1
+(input, target) pairs: input `doc_L1[i]`, target `doc_L1[i + 1]`, at position i. The leading EOS
+acts as beginning-of-document (the first real token is predicted from it), the last target is
+EOS, and no pair ever mixes two documents.
 
-`positions` is the position inside the *document* and keeps counting across rows: a row that starts
-mid-document starts at that offset, so `positions == 0` marks true document starts (where fast
-memory may be reset). `segment_ids` numbers the document pieces of each row 1, 2, ...; 0 is padding.
+Lanes. Row r of every batch is fed by its own lane: a lane holds one document at a time, lays its
+pairs end to end along the row, and when the document ends draws the next undrawn document of the
+stream (documents are drawn in stream order, each exactly once). A document longer than a row
+therefore continues in the *same row of the next batch*, and the B rows of a batch come from B
+different places in the corpus. (Filling rows one after another instead would put consecutive
+pieces of one long file in every row of a batch, which starves the gradient of diversity and makes
+a few validation batches cover one or two files.)
 
-Grain's `ConcatThenSplitIterDataset` (0.2.18) does the same packing but restarts positions at 0 on
-every split piece and keeps tuples in its state that no longer compare equal after a JSON round
-trip; this packer's state is the parent's state before the current document plus an offset in it,
-so restoring reads exactly one document and replays nothing.
+`positions` is the position inside the *document* and keeps counting across batches, so
+`positions == 0` marks true document starts (where fast memory may be reset). `segment_ids`
+numbers the document pieces of each row 1, 2, ...; 0 is padding (only when a finite stream ends).
+
+State: {"next": index of the next undrawn document, "lanes": [[document index or -1, pairs
+consumed], ...]} -- JSON-serializable; restoring re-reads at most B documents by index.
 """
 
 from __future__ import annotations
-
-import copy
 
 import grain
 import numpy as np
@@ -30,48 +32,50 @@ __all__ = ["PackedBatchIterDataset"]
 
 
 class PackedBatchIterDataset(grain.IterDataset):
-    """Packs a stream of `[eos] + tokens + [eos]` documents into dict batches of [B, T] arrays.
+    """Packs a random-access MapDataset of `[eos] + tokens + [eos]` documents into dict batches.
 
     Yields `inputs`, `targets`, `positions`, `segment_ids` (int32 [B, T]) and `mask` (float32
-    [B, T], 1 where the target is real). When the parent ends, the last partial batch is padded
-    (zeros, mask 0, segment_ids 0) and then iteration stops; a padded batch is never all padding.
+    [B, T], 1 where the target is real). For a finite parent, batches continue until every lane is
+    empty (the tail is padded with mask 0); a batch is never all padding.
     """
 
-    def __init__(self, parent: grain.IterDataset, *, batch_size: int, seq_len: int):
-        super().__init__(parent)
+    def __init__(self, docs: grain.MapDataset, *, batch_size: int, seq_len: int):
+        super().__init__()
+        self._docs = docs
         self._batch_size = int(batch_size)
         self._seq_len = int(seq_len)
 
     def __iter__(self) -> grain.DatasetIterator:
-        return _PackedBatchIterator(self._parent.__iter__(), self._batch_size, self._seq_len)
+        return _LaneIterator(self._docs, self._batch_size, self._seq_len)
 
     def __str__(self) -> str:
         return f"PackedBatchIterDataset(batch_size={self._batch_size}, seq_len={self._seq_len})"
 
 
-class _PackedBatchIterator(grain.DatasetIterator):
-    """State: {"parent": parent state before the current document, "offset": pairs consumed of it,
-    "in_doc": whether there is a current document}. JSON-serializable if the parent's is."""
+class _LaneIterator(grain.DatasetIterator):
+    def __init__(self, docs: grain.MapDataset, batch_size: int, seq_len: int):
+        super().__init__()
+        self._docs, self._b, self._t = docs, batch_size, seq_len
+        self._n = len(docs)
+        self._next = 0
+        self._lane_idx = [-1] * batch_size  # document index held by each lane (-1: none)
+        self._lane_off = [0] * batch_size  # pairs of it already emitted
+        self._lane_doc: list[np.ndarray | None] = [None] * batch_size
 
-    def __init__(self, parent: grain.DatasetIterator, batch_size: int, seq_len: int):
-        super().__init__(parent)
-        self._b, self._t = batch_size, seq_len
-        self._doc_L1: np.ndarray | None = None
-        self._doc_state = None
-        self._offset = 0
+    def _load(self, idx: int) -> np.ndarray:
+        doc = np.asarray(self._docs[idx], np.int32)
+        if doc.ndim != 1 or len(doc) < 2:
+            raise ValueError(f"packer needs 1-D documents [eos, ..., eos], got {doc!r}")
+        return doc
 
-    def _fetch(self) -> bool:
-        """Makes the next parent document current; False when the parent is exhausted."""
-        state = self._parent.get_state()
-        try:
-            doc = next(self._parent)
-        except StopIteration:
-            self._doc_L1, self._doc_state, self._offset = None, None, 0
+    def _draw(self, lane: int) -> bool:
+        """Gives `lane` the next document of the stream; False when the stream is exhausted."""
+        if self._next >= self._n:
+            self._lane_idx[lane], self._lane_doc[lane], self._lane_off[lane] = -1, None, 0
             return False
-        self._doc_L1 = np.asarray(doc, np.int32)
-        if self._doc_L1.ndim != 1 or len(self._doc_L1) < 2:
-            raise ValueError(f"packer needs 1-D documents [eos, ..., eos], got {self._doc_L1!r}")
-        self._doc_state, self._offset = state, 0
+        idx = self._next
+        self._next += 1
+        self._lane_idx[lane], self._lane_doc[lane], self._lane_off[lane] = idx, self._load(idx), 0
         return True
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -80,26 +84,24 @@ class _PackedBatchIterator(grain.DatasetIterator):
         targets_BT = np.zeros((b, t), np.int32)
         positions_BT = np.zeros((b, t), np.int32)
         segment_ids_BT = np.zeros((b, t), np.int32)
-        filled = exhausted = False
+        filled = False
         for row in range(b):
             col, seg = 0, 0
             while col < t:
-                done = self._doc_L1 is None or self._offset >= len(self._doc_L1) - 1
-                if done and not self._fetch():
-                    exhausted = True
-                    break
-                doc, off = self._doc_L1, self._offset
+                doc, off = self._lane_doc[row], self._lane_off[row]
+                if doc is None or off >= len(doc) - 1:
+                    if not self._draw(row):
+                        break
+                    doc, off = self._lane_doc[row], 0
                 k = min(t - col, len(doc) - 1 - off)
                 seg += 1
                 inputs_BT[row, col:col + k] = doc[off:off + k]
                 targets_BT[row, col:col + k] = doc[off + 1:off + k + 1]
                 positions_BT[row, col:col + k] = np.arange(off, off + k, dtype=np.int32)
                 segment_ids_BT[row, col:col + k] = seg
-                self._offset += k
+                self._lane_off[row] = off + k
                 col += k
                 filled = True
-            if exhausted:
-                break
         if not filled:
             raise StopIteration
         return {
@@ -111,18 +113,18 @@ class _PackedBatchIterator(grain.DatasetIterator):
         }
 
     def get_state(self) -> dict:
-        if self._doc_L1 is None:
-            return {"parent": self._parent.get_state(), "offset": 0, "in_doc": False}
-        return {"parent": copy.deepcopy(self._doc_state), "offset": int(self._offset),
-                "in_doc": True}
+        return {"next": int(self._next),
+                "lanes": [[int(i), int(o)] for i, o in zip(self._lane_idx, self._lane_off)]}
 
     def set_state(self, state: dict) -> None:
-        self._parent.set_state(copy.deepcopy(state["parent"]))
-        self._doc_L1, self._doc_state, self._offset = None, None, 0
-        if state["in_doc"]:
-            if not self._fetch():
-                raise ValueError(f"cannot restore packer state {state}: the document is gone")
-            self._offset = int(state["offset"])
+        lanes = state["lanes"]
+        if len(lanes) != self._b:
+            raise ValueError(f"packer state has {len(lanes)} lanes, this pipeline has {self._b} "
+                             "(the batch size or process count changed)")
+        self._next = int(state["next"])
+        for lane, (idx, off) in enumerate(lanes):
+            self._lane_idx[lane], self._lane_off[lane] = int(idx), int(off)
+            self._lane_doc[lane] = self._load(int(idx)) if idx >= 0 else None
 
     def __str__(self) -> str:
         return f"PackedBatchIterator(batch_size={self._b}, seq_len={self._t})"

@@ -4,6 +4,7 @@ Shapes: B rows per batch on this process, T = cfg.seq_len.
 
 Pipeline (all grain, single-threaded, no worker processes):
   DocumentSource -(shard by process)-> shuffle(seed) -> repeat -> tokenize -> PackedBatchIterDataset
+(B lanes: row r of every batch continues its own document, see packing.py)
 
 Sharding. An infinite stream (`repeat=True`, the train default) is sharded by *document*: process
 p reads documents p, p + P, ... of the corpus and reshuffles its share every epoch, so all
@@ -112,11 +113,11 @@ def make_dataset(cfg, split: str, *, tokenizer: Tokenizer | None = None, process
     if repeat:
         ds = ds.repeat(None)
     ds = ds.map(_Tokenize(tokenizer))
+    # Random access by document index: the packer's state is a handful of indices (packing.py).
     # No prefetch threads: tokenizing is cheap next to a train step and threads on a 2-core host
     # compete with XLA; wrap in grain.experimental.ThreadPrefetchIterDataset to overlap if needed.
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     packed_rows = rows if repeat else rows * process_count
-    it_ds = PackedBatchIterDataset(it_ds, batch_size=packed_rows, seq_len=cfg.seq_len)
+    it_ds = PackedBatchIterDataset(ds, batch_size=packed_rows, seq_len=cfg.seq_len)
     if not repeat and process_count > 1:
         it_ds = it_ds.map(_TakeRows(process_index * rows, (process_index + 1) * rows))
     return it_ds

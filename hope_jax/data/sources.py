@@ -75,6 +75,33 @@ class DocumentSource:
         return DocumentSource(self.readers, self.reader_ids[keep_N], self.starts[keep_N],
                               self.stops[keep_N], self.hashes[keep_N], self.max_doc_bytes)
 
+    def split_long(self, max_bytes: int) -> DocumentSource:
+        """Cuts byte-range documents longer than `max_bytes` into pieces at line breaks.
+
+        A long file (a book, a big module) is then several documents, so that different rows of
+        a batch see different text even when the corpus is one file (packing.py lanes).
+        Row documents (jsonl/parquet/ArrayRecord records) are kept whole.
+        """
+        if not max_bytes or not len(self):
+            return self
+        ids, starts, stops, hashes = [], [], [], []
+        for i in range(len(self)):
+            reader = self.readers[self.reader_ids[i]]
+            a, b = int(self.starts[i]), int(self.stops[i])
+            cuts = [a]
+            if reader.cuttable and b - a > max_bytes:
+                data = reader.read_bytes(a, b)
+                while len(data) - (cuts[-1] - a) > max_bytes:
+                    off = cuts[-1] - a
+                    cuts.append(a + off + _cut_before(data[off:], max_bytes))
+            cuts.append(b)
+            for lo, hi in zip(cuts[:-1], cuts[1:]):
+                ids.append(self.reader_ids[i])
+                starts.append(lo)
+                stops.append(hi)
+                hashes.append(self.hashes[i])
+        return DocumentSource(self.readers, ids, starts, stops, hashes, self.max_doc_bytes)
+
     def text_bytes(self) -> int:
         """Total bytes of byte-range documents (txt / stdlib); row documents count 0."""
         cut = np.array([r.cuttable for r in self.readers], bool)
@@ -203,6 +230,16 @@ def _cut_point(data: bytes, target: int) -> int:
     return target
 
 
+def _cut_before(data: bytes, limit: int) -> int:
+    """A cut in (0, limit]: after the last newline before `limit`, else at a UTF-8 boundary."""
+    j = data.rfind(b"\n", 0, limit)
+    if j >= 0:
+        return j + 1
+    while limit > 1 and (data[limit] & 0xC0) == 0x80:  # UTF-8 continuation byte
+        limit -= 1
+    return limit
+
+
 def _holdout(src: DocumentSource, split: str, val_fraction: float, what: str) -> DocumentSource:
     if split not in ("train", "val"):
         raise DataError(f"split must be 'train' or 'val', got {split!r}")
@@ -232,6 +269,10 @@ def _holdout(src: DocumentSource, split: str, val_fraction: float, what: str) ->
 
 def load_documents(cfg, split: str) -> DocumentSource:
     """The documents of `split` ('train' | 'val') described by a `DataConfig`."""
+    return _load_whole(cfg, split).split_long(cfg.split_doc_bytes)
+
+
+def _load_whole(cfg, split: str) -> DocumentSource:
     if split not in ("train", "val"):
         raise DataError(f"split must be 'train' or 'val', got {split!r}")
     if cfg.source == "stdlib":

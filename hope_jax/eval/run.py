@@ -37,7 +37,7 @@ def load_run(cfg: Config, workdir: str) -> Run:
     model = LM(cfg.model)
     tx = make_optimizer(cfg, model)
     abstract = jax.eval_shape(lambda: init_state(cfg, model, tx))
-    state, _, _ = ckpt.restore(step, abstract)
+    state, _ = ckpt.restore(step, abstract)
     ckpt.close()
     return Run(cfg, model, state.params, tokenizer, step)
 

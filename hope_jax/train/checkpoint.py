@@ -8,10 +8,10 @@ checkpoint except orbax's keep-last-N rotation of checkpoints this run wrote its
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -20,14 +20,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit the current config."""
 
 
-def _diff(saved: dict, current: dict, prefix: str) -> list[str]:
+def config_diff(saved: dict, current: dict, prefix: str, label: str = "checkpoint") -> list[str]:
+    """Lines `prefix.key: <label> a vs config b` for every differing leaf of two config dicts."""
     out = []
     for k in sorted(set(saved) | set(current)):
         a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}.{k}")
+            out += config_diff(a, b, f"{prefix}.{k}", label)
         elif a != b and not (isinstance(a, list) and tuple(a) == b):
-            out.append(f"{prefix}.{k}: checkpoint {a!r} vs config {b!r}")
+            out.append(f"{prefix}.{k}: {label} {a!r} vs config {b!r}")
     return out
 
 
@@ -57,10 +58,12 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._mgr.all_steps())
 
-    def save(self, step: int, state: Any, data_state: Any, meta: dict) -> None:
+    def save(self, step: int, state: Any, data_iter: Any, meta: dict) -> None:
+        """Saves asynchronously; the data-iterator position is read now (grain's handler writes
+        one file per process, so multi-host runs resume every process at its own position)."""
         self._mgr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
+            data=grain.checkpoint.CheckpointSave(data_iter),
             meta=ocp.args.JsonSave(meta),
         ), force=True)
 
@@ -78,7 +81,7 @@ class Checkpointer:
     def check_compatible(self, step: int, meta: dict) -> None:
         """Raises CheckpointError naming the first differing model/tokenizer setting."""
         saved = self.read_meta(step)
-        problems = _diff(saved.get("model", {}), meta["model"], "config.model")
+        problems = config_diff(saved.get("model", {}), meta["model"], "config.model")
         if saved.get("tokenizer") != meta["tokenizer"]:
             problems.insert(0, f"tokenizer: checkpoint {saved.get('tokenizer')!r} "
                                f"vs config {meta['tokenizer']!r}")
@@ -90,21 +93,21 @@ class Checkpointer:
                 + "); use another --workdir or matching settings. Nothing was changed."
             )
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any, dict]:
-        """Returns (state, data_state, meta) of `step`, placed like `abstract_state`."""
+    def restore(self, step: int, abstract_state: Any, data_iter: Any = None) -> tuple[Any, dict]:
+        """Returns (state, meta) of `step`, placed like `abstract_state`; moves `data_iter` (if
+        given) to the saved data position."""
+        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         try:
-            out = self._mgr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-                meta=ocp.args.JsonRestore(),
-            ))
+            out = self._mgr.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else ""
             raise CheckpointError(
                 f"checkpoint step {step} in {self.directory} is corrupt or does not match the "
                 f"model ({type(e).__name__}: {first[:300]}); nothing was changed"
             ) from e
-        return out["state"], out["data"], out["meta"]
+        return out["state"], out["meta"]
 
     def wait(self) -> None:
         self._mgr.wait_until_finished()
@@ -117,8 +120,3 @@ class Checkpointer:
 def abstract_like(tree: Any) -> Any:
     """ShapeDtypeStructs (with shardings) of a concrete pytree, for restore targets."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-
-
-def json_safe(obj: Any) -> Any:
-    """Round-trips through JSON to catch non-serializable iterator states early."""
-    return json.loads(json.dumps(obj))
