@@ -21,6 +21,7 @@ from typing import Any
 
 from hope_jax.config_fields import ConfigError, field
 from hope_jax.memory.config import MemoryConfig
+from hope_jax.memory.hope_config import HopeConfig
 
 __all__ = ["Config", "ConfigError", "DataConfig", "MeshConfig", "ModelConfig", "OptimConfig",
            "TrainConfig",
@@ -50,6 +51,7 @@ class ModelConfig:
     remat: str = field("none", choices=("none", "block"), help="rematerialize each block")
     attn_window: int = field(0, nonneg=True, help="sliding-window size for attention; 0 = full")
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+    hope: HopeConfig = dataclasses.field(default_factory=HopeConfig)
 
     @property
     def head_dim(self) -> int:
