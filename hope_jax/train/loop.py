@@ -17,16 +17,16 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 
+from hope_jax import sharding
 from hope_jax.config import Config, ConfigError
 from hope_jax.data import build_tokenizer, make_dataset
 from hope_jax.eval.perplexity import evaluate
 from hope_jax.models.lm import LM
-from hope_jax.train.checkpoint import Checkpointer, abstract_like, json_safe
+from hope_jax.train.checkpoint import Checkpointer
 from hope_jax.train.metrics import MetricWriter
-from hope_jax.train.state import init_state, make_optimizer
-from hope_jax.train.step import make_eval_step, make_train_step
+from hope_jax.train.state import abstract_state, init_state, make_optimizer, state_shardings
+from hope_jax.train.step import jit_eval_step, jit_train_step
 from hope_jax.train.workdir import prepare_workdir, run_meta
 
 
@@ -69,10 +69,6 @@ def check_vocab(cfg: Config, tokenizer) -> None:
         )
 
 
-def _to_device(batch: dict[str, np.ndarray]):
-    return {k: jax.numpy.asarray(v) for k, v in batch.items()}
-
-
 def train(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict[str, Any]:
     """Trains (or resumes) the run in `workdir` up to `cfg.train.steps`.
 
@@ -94,22 +90,25 @@ def train(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict[s
     model = LM(cfg.model)
     tx = make_optimizer(cfg, model)
     ckpt = Checkpointer(workdir, cfg.train.keep_ckpts, cfg.train.async_ckpt)
-    state = init_state(cfg, model, tx)
+    mesh = sharding.make_mesh(cfg.mesh)
+    sharding.check_batch(cfg.data.batch_size, cfg.optim.grad_accum, mesh)
+    state_sh = state_shardings(cfg, model, tx, mesh)
     pidx, pcount = jax.process_index(), jax.process_count()
     train_it = iter(make_dataset(cfg.data, "train", tokenizer=tokenizer, process_index=pidx,
                                  process_count=pcount))
     latest = ckpt.latest_step()
     if latest is not None:
-        ckpt.check_compatible(latest, meta)
-        state, data_state, _ = ckpt.restore(latest, abstract_like(state))
-        train_it.set_state(data_state)
+        ckpt.check_compatible(latest, meta)  # restored straight into this run's mesh
+        state, _ = ckpt.restore(latest, abstract_state(cfg, model, tx, state_sh), train_it)
+    else:
+        state = init_state(cfg, model, tx, mesh)
 
     def val_iter():
         return iter(make_dataset(cfg.data, "val", tokenizer=tokenizer, process_index=pidx,
                                  process_count=pcount, repeat=False))
 
-    step_fn = jax.jit(make_train_step(model, tx, cfg.optim.grad_accum), donate_argnums=0)
-    eval_fn = jax.jit(make_eval_step(model))
+    step_fn = jit_train_step(model, tx, cfg.optim.grad_accum, mesh, state_sh)
+    eval_fn = jit_eval_step(model, mesh)
     start = int(state.step)
     end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
     writer = MetricWriter(workdir, cfg.train.steps, start, cfg.train.progress, cfg.train.tensorboard)
@@ -120,7 +119,7 @@ def train(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict[s
         nonlocal last_saved
         if last_saved == step_now:
             return
-        ckpt.save(step_now, state, json_safe(train_it.get_state()), meta)
+        ckpt.save(step_now, state, train_it, meta)
         last_saved = step_now
 
     def run_eval(step_now: int):
@@ -154,7 +153,7 @@ def train(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict[s
     try:
         with _StopFlag() as stop:
             for step in range(start, end):
-                batch = _to_device(next(train_it))
+                batch = sharding.place_batch(next(train_it), mesh)
                 state, metrics = step_fn(state, batch)
                 if pending is not None:
                     drain(pending)

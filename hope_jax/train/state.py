@@ -2,7 +2,9 @@
 
 The logical axes of every parameter are read from the abstract init (`jax.eval_shape`, nothing
 allocated), so optimizer routing (`hope_jax.optim.param_groups`) and sharding
-(`hope_jax.sharding`) both use the annotations the layers declare.
+(`hope_jax.sharding`) both use the annotations the layers declare. With a mesh, the state is
+created directly in its sharding (`jax.jit(init, out_shardings=...)`): no device ever holds a full
+copy of a sharded param or optimizer moment.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
+from hope_jax import sharding
 from hope_jax.config import Config
 from hope_jax.models.lm import LM
 from hope_jax.optim import build_optimizer
@@ -57,11 +61,47 @@ def make_optimizer(cfg: Config, model: nn.Module | None = None) -> optax.Gradien
     return build_optimizer(cfg.optim, cfg.train.steps, groups)
 
 
-def init_state(cfg: Config, model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
-    """Fresh state from `cfg.train.seed` (jitted so nothing is built op by op)."""
-
+def _init_fn(cfg: Config, model: nn.Module, tx: optax.GradientTransformation):
     def init():
         params = nn.unbox(model.init(jax.random.key(cfg.train.seed), dummy_tokens(cfg))["params"])
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
-    return jax.jit(init)()
+    return init
+
+
+def state_shardings(cfg: Config, model: nn.Module, tx: optax.GradientTransformation,
+                    mesh: Mesh) -> TrainState:
+    """NamedSharding of every state leaf: params by `sharding.RULES`, the rest derived from them.
+
+    Also runs `sharding.check_replication` with `cfg.mesh.replicated_params`.
+    """
+    abstract = jax.eval_shape(_init_fn(cfg, model, tx))
+    params_sh = sharding.param_shardings(logical_axes(cfg, model), abstract.params, mesh)
+    out = sharding.derive_shardings(abstract, abstract.params, params_sh, mesh)
+    sharding.check_replication(abstract, out, mesh, cfg.mesh.replicated_params)
+    return out
+
+
+def abstract_state(cfg: Config, model: nn.Module, tx: optax.GradientTransformation,
+                   shardings: TrainState | None = None) -> TrainState:
+    """ShapeDtypeStructs of the state (carrying `shardings` if given): restore / AOT targets."""
+    abstract = jax.eval_shape(_init_fn(cfg, model, tx))
+    if shardings is None:
+        return abstract
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
+
+
+def init_state(cfg: Config, model: nn.Module, tx: optax.GradientTransformation,
+               mesh: Mesh | None = None) -> TrainState:
+    """Fresh state from `cfg.train.seed`, built in one jitted call.
+
+    Args:
+      cfg, model, tx: the run's config, model and optimizer.
+      mesh: if given, every leaf is created directly in its sharding (see `state_shardings`);
+        random draws do not depend on the mesh (`jax_threefry_partitionable`).
+    """
+    init = _init_fn(cfg, model, tx)
+    if mesh is None:
+        return jax.jit(init)()
+    return jax.jit(init, out_shardings=state_shardings(cfg, model, tx, mesh))()
