@@ -141,9 +141,10 @@ class OptimConfig:
     momentum_form: str = field("ema", choices=("ema", "heavy_ball"),
                                help="momentum variants write (1-b1)*value (ema) or value "
                                "(heavy_ball) into the memory (SPEC Eq. 33)")
-    precond: str = field("diag", choices=("diag", "none"),
+    precond: str = field("diag", choices=("diag", "shampoo", "none"),
                          help="preconditioner P of precond_momentum / delta_momentum "
-                         "(SPEC Eqs. 46-49)")
+                         "(SPEC Eqs. 38-41, 46-49)")
+    precond_every: int = field(10, positive=True, help="shampoo: steps between root refreshes")
     delta_beta: float = field(0.5, nonneg=True, help="delta_momentum: strength of the "
                               "gradient-dependent decay (b1 I - beta G^ G^T) m (SPEC Eqs. 48-49)")
     dmgd_hidden: int = field(16, nonneg=True, help="dmgd: neurons of the shared momentum MLP; "

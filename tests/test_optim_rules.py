@@ -179,3 +179,18 @@ def test_inject_hyperparams_and_schedules():
         injected = optax.inject_hyperparams(factory, static_args=static)(sched, **kw)
         direct = factory(sched, **kw)
         _close(_run(injected, gs), _run(direct, gs))
+
+
+def test_shampoo_preconditioner_first_step_is_grafted_polar_factor():
+    """Eqs. 38-41 with Kronecker memories: after one step P(G) = U V^T (G = U S V^T), grafted to
+    the diagonal (Adam) norm; stacked params are preconditioned per layer."""
+    gs = [g + 0.3 for g in _grads(2)]
+    stacked = jnp.stack(gs)  # [2, 4, 3]
+    tx = precond_momentum(0.1, 0.0, precond="shampoo", every=1)
+    u, _ = tx.update(stacked, tx.init(stacked))
+    for layer, g in enumerate(gs):
+        a, _, bt = np.linalg.svd(np.asarray(g, np.float64), full_matrices=False)
+        polar = a @ bt
+        adam_norm = np.linalg.norm(np.ones(g.shape))  # Adam's first step is sign(g)
+        np.testing.assert_allclose(u[layer], -0.1 * adam_norm * polar / np.linalg.norm(polar),
+                                   rtol=2e-3, atol=2e-4)

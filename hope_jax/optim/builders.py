@@ -93,14 +93,15 @@ def _sgd_momentum(cfg: OptimConfig, lr, groups):
 @register_optimizer("precond_momentum")
 def _precond_momentum(cfg: OptimConfig, lr, groups):
     return routed(cfg, lr, groups, lambda dims: precond_momentum(
-        lr, cfg.b1, _tau(cfg), cfg.b2, cfg.eps, precond=cfg.precond))
+        lr, cfg.b1, _tau(cfg), cfg.b2, cfg.eps, precond=cfg.precond, dims=dims,
+        every=cfg.precond_every))
 
 
 @register_optimizer("delta_momentum")
 def _delta_momentum(cfg: OptimConfig, lr, groups):
-    precond = "diag" if cfg.precond == "diag" else "none"
     return routed(cfg, lr, groups, lambda dims: delta_momentum(
-        lr, cfg.b1, cfg.delta_beta, _tau(cfg), cfg.b2, cfg.eps, dims=dims, precond=precond))
+        lr, cfg.b1, cfg.delta_beta, _tau(cfg), cfg.b2, cfg.eps, dims=dims, precond=cfg.precond,
+        every=cfg.precond_every))
 
 
 @register_optimizer("dmgd")

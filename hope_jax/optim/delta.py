@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from hope_jax.optim.matrices import map_with_dims, matrix_map, resolve_dims
-from hope_jax.optim.momentum import PrecondState, diag_init, diag_precondition
+from hope_jax.optim.momentum import PrecondState, make_preconditioner
 from hope_jax.optim.rule import Rule, as_transformation
 
 __all__ = ["delta_decay", "delta_momentum", "delta_momentum_rule", "dgd_rule"]
@@ -57,30 +57,26 @@ def delta_decay(m_MN, g_MN, alpha, beta, eps: float = 1e-30):
     return alpha * m_MN - (beta * inv) * proj
 
 
-def delta_momentum_rule(dims=None, precond: str = "none") -> Rule:
+def delta_momentum_rule(dims=None, precond: str = "none", every: int = 10) -> Rule:
     """Delta-rule momentum (SPEC Eqs. 48-49), normalized as in the module docstring.
 
     Args:
       dims: None (trailing two axes), a pytree of `MatrixDims`/None, or a callable tree -> pytree.
-      precond: "none" (P = I) or "diag" (P = Adam-style whitening of the written value).
+      precond: "none" (P = I), "diag" (Adam-style whitening of the written value) or "shampoo"
+        (Kronecker factors, `hope_jax.optim.shampoo`; `every` = root refresh period).
 
     Hyperparameters: `lr` (eta), `momentum` (alpha), `delta` (beta, the strength of the
     gradient-dependent decay; 0 = momentum), `dampening` (tau), `b2`, `eps` (for "diag").
     """
-    if precond not in ("none", "diag"):
-        raise ValueError(f"precond={precond!r}: expected 'none' or 'diag'")
+    p_init, p_apply = make_preconditioner(precond, dims, every)
 
     def init(params):
-        p = diag_init(params) if precond == "diag" else ()
-        return PrecondState(jax.tree.map(jnp.zeros_like, params), p)
+        return PrecondState(jax.tree.map(jnp.zeros_like, params), p_init(params))
 
     def update(grads, state, hp, params=None):
         del params
         lr, alpha, beta, tau = hp["lr"], hp["momentum"], hp["delta"], hp["dampening"]
-        if precond == "diag":
-            values, ps = diag_precondition(grads, state.precond, hp["b2"], hp["eps"])
-        else:
-            values, ps = grads, state.precond
+        values, ps = p_apply(grads, state.precond, hp)
         d = resolve_dims(dims, grads)
 
         def leaf(g, dm, m, v):
@@ -95,10 +91,11 @@ def delta_momentum_rule(dims=None, precond: str = "none") -> Rule:
 
 
 def delta_momentum(learning_rate, momentum=0.9, delta=0.5, dampening=0.0, b2=0.95, eps=1e-8,
-                   dims=None, precond: str = "none") -> optax.GradientTransformation:
-    """optax factory for `delta_momentum_rule`; pass `static_args=("dims",)` to inject_hyperparams
-    when `dims` is a callable."""
-    return as_transformation(delta_momentum_rule(dims, precond), lr=learning_rate,
+                   dims=None, precond: str = "none", every: int = 10
+                   ) -> optax.GradientTransformation:
+    """optax factory for `delta_momentum_rule` (static: dims, precond, every; list `dims` and
+    `every` in inject_hyperparams' `static_args`)."""
+    return as_transformation(delta_momentum_rule(dims, precond, every), lr=learning_rate,
                              momentum=momentum, delta=delta, dampening=dampening, b2=b2, eps=eps)
 
 

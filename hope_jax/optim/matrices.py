@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers as MatrixDims
 
-__all__ = ["NS_COEFFS", "MatrixDims", "default_dims", "matrix_map", "newton_schulz",
+__all__ = ["NS_COEFFS", "MatrixDims", "batched_view", "default_dims", "matrix_map", "newton_schulz",
            "orthogonalize", "resolve_dims", "width_scale"]
 
 # Muon quintic coefficients (Jordan et al. 2024), SPEC A10: (a, b, c), T = 5 steps.
@@ -57,21 +57,26 @@ def matrix_map(fn: Callable, dims: MatrixDims | None, *xs):
     Returns:
       fn's result for every slice, in the layout of xs[0].
     """
-    x0 = xs[0]
+    views = [batched_view(x, dims) for x in xs]
+    y = jax.vmap(fn)(*[v[0] for v in views])
+    return views[0][1](y)
+
+
+def batched_view(x, dims: MatrixDims | None):
+    """(x as [B, M, N], inverse) for the matrix slices of x (`matrix_map`'s layout).
+
+    Returns:
+      x_BMN and a function mapping any [B, M, N] array back to x's layout.
+    """
     if dims is None:
-        flat = [x.reshape(1, -1) for x in xs]
-        return fn(*flat).reshape(x0.shape)
-    batch, red, out = _axes(x0, dims)
+        return x.reshape(1, 1, -1), lambda y: y.reshape(x.shape)
+    batch, red, out = _axes(x, dims)
     perm = batch + red + out
-    inv = tuple(sorted(range(x0.ndim), key=lambda i: perm[i]))
-    size = lambda axes: math.prod(x0.shape[a] for a in axes)
-    flat_shape = (size(batch), size(red), size(out))
-
-    def to3(x):
-        return x.transpose(perm).reshape(flat_shape)
-
-    y = jax.vmap(fn)(*[to3(x) for x in xs])
-    return y.reshape(tuple(x0.shape[a] for a in perm)).transpose(inv)
+    inv = tuple(sorted(range(x.ndim), key=lambda i: perm[i]))
+    size = lambda axes: math.prod(x.shape[a] for a in axes)
+    permuted = tuple(x.shape[a] for a in perm)
+    x3 = x.transpose(perm).reshape(size(batch), size(red), size(out))
+    return x3, lambda y: y.reshape(permuted).transpose(inv)
 
 
 def width_scale(x, dims: MatrixDims | None) -> float:

@@ -12,7 +12,8 @@ strength: `dampening` = tau writes eta (1 - tau) g, so tau = alpha gives the EMA
 
 Preconditioned momentum (SPEC Eqs. 38-41, 46-47): the memory stores P(g) instead of g,
 m_{t+1} = alpha m_t - eta P_t(g_t). P is itself a memory learning the map g -> g / sqrt(E[g^2])
-(diagonal, Adam-style second moment, SPEC App. B Eqs. 100-105).
+(diagonal, Adam-style second moment, SPEC App. B Eqs. 100-105) or the Kronecker-factored map of
+`hope_jax.optim.shampoo` (`precond="shampoo"`).
 
 All functions here are leaf-wise and rank-agnostic (scalars, vectors, stacked matrices).
 """
@@ -27,7 +28,8 @@ import optax
 
 from hope_jax.optim.rule import Rule, as_transformation
 
-__all__ = ["DiagState", "diag_precondition", "momentum_rule", "precond_momentum",
+__all__ = ["DiagState", "diag_precondition", "make_preconditioner", "momentum_rule",
+           "precond_momentum",
            "precond_momentum_rule", "sgd_momentum"]
 
 
@@ -81,23 +83,36 @@ class PrecondState(NamedTuple):
     precond: object
 
 
-def precond_momentum_rule(precond: str = "diag") -> Rule:
+def make_preconditioner(precond: str, dims=None, every: int = 10):
+    """(init, apply) of the preconditioner memory P: "diag", "shampoo" or "none".
+
+    `apply(grads, state, hp) -> (P(grads), state)` reads hp["b2"], hp["eps"]. `dims` and `every`
+    (root refresh period) are used by "shampoo" only (`hope_jax.optim.shampoo`).
+    """
+    if precond == "diag":
+        return diag_init, lambda g, s, hp: diag_precondition(g, s, hp["b2"], hp["eps"])
+    if precond == "none":
+        return (lambda params: ()), (lambda g, s, hp: (g, s))
+    if precond == "shampoo":
+        from hope_jax.optim.shampoo import shampoo_preconditioner
+
+        return shampoo_preconditioner(dims, every)
+    raise ValueError(f"precond={precond!r}: expected 'diag', 'shampoo' or 'none'")
+
+
+def precond_momentum_rule(precond: str = "diag", dims=None, every: int = 10) -> Rule:
     """Preconditioned momentum (SPEC Eqs. 46-47): m <- alpha m - eta (1 - tau) P(g); update = m.
 
     Args:
-      precond: "diag" (Adam-style second moment) or "none" (P = I: plain momentum).
+      precond: "diag" (Adam-style second moment), "shampoo" (Kronecker factors per matrix,
+        grafted to the diagonal norm), or "none" (P = I: plain momentum).
+      dims: matrix dims for "shampoo" (None = trailing two axes; see `matrices.resolve_dims`).
+      every: Shampoo root refresh period (steps).
 
     Hyperparameters: `lr`, `momentum` (alpha), `dampening` (tau), `b2`, `eps`.
     With alpha = 0 and P = diag this is exactly `optax.adam(lr, b1=0, b2=b2, eps=eps)`.
     """
-    if precond == "diag":
-        p_init = diag_init
-        p_apply = lambda g, s, hp: diag_precondition(g, s, hp["b2"], hp["eps"])
-    elif precond == "none":
-        p_init = lambda params: ()
-        p_apply = lambda g, s, hp: (g, s)
-    else:
-        raise ValueError(f"precond={precond!r}: expected 'diag' or 'none'")
+    p_init, p_apply = make_preconditioner(precond, dims, every)
 
     def init(params):
         return PrecondState(jax.tree.map(jnp.zeros_like, params), p_init(params))
@@ -120,7 +135,8 @@ def sgd_momentum(learning_rate, momentum=0.9, dampening=0.0) -> optax.GradientTr
 
 
 def precond_momentum(learning_rate, momentum=0.9, dampening=0.0, b2=0.95, eps=1e-8,
-                     precond: str = "diag") -> optax.GradientTransformation:
-    """optax factory for `precond_momentum_rule` (`precond` is static)."""
-    return as_transformation(precond_momentum_rule(precond), lr=learning_rate,
+                     precond: str = "diag", dims=None, every: int = 10
+                     ) -> optax.GradientTransformation:
+    """optax factory for `precond_momentum_rule` (static: precond, dims, every)."""
+    return as_transformation(precond_momentum_rule(precond, dims, every), lr=learning_rate,
                              momentum=momentum, dampening=dampening, b2=b2, eps=eps)
