@@ -1,0 +1,178 @@
+"""Inner-loop rules: fast-weight memory architectures, inner objectives and data-dependent gates.
+
+Everything here is a pure function over a *fast-weight pytree* for ONE memory (one sequence, one
+head); the engine (`hope_jax.memory.scan`) vmaps it over batch and heads. Row-vector convention
+(SPEC A11): a layer maps x_K -> x_K @ W_KF, so gradients are x^T delta outer products.
+
+Shape legend: C tokens of a chunk, K key dim, V value dim, F memory hidden width.
+
+Fast-weight pytrees are tuples of layer matrices `(W_0, ..., W_{L-1})` where `W_0` always consumes
+the key (so input-side rules such as DGD, SPEC A9, know which leaf to precondition).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Params = tuple[jax.Array, ...]
+Objective = Callable[[jax.Array, jax.Array], jax.Array]
+
+_ACTS = {"gelu": jax.nn.gelu, "silu": jax.nn.silu, "relu": jax.nn.relu}
+
+
+# --------------------------------------------------------------------------------------------
+# Memory architectures (SPEC §4.6 "memory = MLP with L_M >= 1 layers", Eq. 89 residual form)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryArch:
+    """A fast-weight memory M(W; x): its parameter shapes and its forward map.
+
+    Attributes:
+      kind: "linear" (M(x) = x W, SPEC Eqs. 14-18) or "mlp" (deep memory, SPEC §4.6).
+      dim_in, dim_out: key and value widths (K, V).
+      depth: number of layers (1 for linear).
+      hidden: hidden width F of the MLP.
+      activation: nonlinearity between MLP layers.
+      residual: M(x) = x + MLP(x) (SPEC Eq. 89; needs K == V).
+    """
+
+    kind: str
+    dim_in: int
+    dim_out: int
+    depth: int = 2
+    hidden: int = 0
+    activation: str = "gelu"
+    residual: bool = True
+
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Shapes of the layer matrices (W_0 consumes the key)."""
+        if self.kind == "linear":
+            return ((self.dim_in, self.dim_out),)
+        dims = [self.dim_in] + [self.hidden] * (self.depth - 1) + [self.dim_out]
+        return tuple((a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def init(self, key: jax.Array, dtype=jnp.float32) -> Params:
+        """Initial fast weights (the outer model learns them: meta-learned init, SPEC §3.3 (d)).
+
+        The linear memory starts at 0 (empty memory, as linear attention). MLP layers use
+        std fan_in^-1/2, so that an L2-normalized key (||k|| = 1) gives a hidden vector of norm
+        ~1 and the inner problem's curvature stays O(1) per token (inner lr ~ 0.1-1 is stable);
+        the last layer is small so that the residual memory starts near the identity (SPEC A15).
+        """
+        if self.kind == "linear":
+            return (jnp.zeros(self.shapes()[0], dtype),)
+        keys = jax.random.split(key, self.depth)
+        out = []
+        for i, (k, (a, b)) in enumerate(zip(keys, self.shapes())):
+            std = 0.02 if i == self.depth - 1 else a**-0.5
+            out.append(std * jax.random.normal(k, (a, b), dtype))
+        return tuple(out)
+
+    def apply(self, params: Params, x_CK: jax.Array) -> jax.Array:
+        """M(W; x) for any leading dims of x (row vectors)."""
+        if self.kind == "linear":
+            return x_CK @ params[0]
+        act = _ACTS[self.activation]
+        h = x_CK
+        for i, w in enumerate(params):
+            h = h @ w
+            if i < len(params) - 1:
+                h = act(h)
+        return x_CK + h if self.residual else h
+
+
+def make_arch(kind: str, dim_in: int, dim_out: int, depth: int = 2, hidden_mult: float = 4.0,
+              activation: str = "gelu", residual: bool = True) -> MemoryArch:
+    """Builds a `MemoryArch`; `hidden_mult` scales the key width to the MLP hidden width."""
+    if kind == "mlp" and residual and dim_in != dim_out:
+        raise ValueError(f"residual MLP memory needs dim_in == dim_out, got {dim_in}, {dim_out}")
+    if kind == "mlp" and depth < 2:
+        raise ValueError(f"MLP memory needs depth >= 2, got {depth}")
+    return MemoryArch(kind, dim_in, dim_out, depth if kind == "mlp" else 1,
+                      max(1, int(round(hidden_mult * dim_in))), activation, residual)
+
+
+# --------------------------------------------------------------------------------------------
+# Inner objectives L~(M(k); v) (SPEC Def. 1, Eq. 6). Signature: (pred_V, target_V) -> scalar.
+# --------------------------------------------------------------------------------------------
+
+
+def dot_product(pred_V: jax.Array, target_V: jax.Array) -> jax.Array:
+    """Hebbian objective L = -<M(k), v> (SPEC Eqs. 14-18, 64): GD gives W += eta k^T v."""
+    return -jnp.sum(pred_V * target_V)
+
+
+def l2(pred_V: jax.Array, target_V: jax.Array) -> jax.Array:
+    """Regression objective L = 1/2 ||M(k) - v||^2 (Titans Eq. 12, SPEC §4.6 / Eq. 93).
+
+    The 1/2 makes GD on a linear memory exactly the delta rule of SPEC Eq. 65 with lr eta; the
+    paper's ||.||^2 without 1/2 is the same rule with the lr doubled (absorbed by lr_max).
+    """
+    d = pred_V - target_V
+    return 0.5 * jnp.sum(d * d)
+
+
+OBJECTIVES: dict[str, Objective] = {"dot": dot_product, "l2": l2}
+
+
+def token_loss(arch: MemoryArch, objective: Objective) -> Callable:
+    """(params, k_K, v_V) -> scalar inner loss of one token, ready for jax.grad / vmap / jit."""
+
+    def loss(params: Params, k_K: jax.Array, v_V: jax.Array) -> jax.Array:
+        return objective(arch.apply(params, k_K), v_V)
+
+    return loss
+
+
+# --------------------------------------------------------------------------------------------
+# Data-dependent gates (SPEC §4.6, A7): logits from the input -> valid ranges, in fp32.
+# --------------------------------------------------------------------------------------------
+
+GATE_NAMES = ("lr", "momentum", "retain")
+
+
+def squash_gates(logits: dict[str, jax.Array], lr_max: float) -> dict[str, jax.Array]:
+    """Maps gate logits to the rates the inner optimizers read (all fp32).
+
+    Titans Eqs. 13-14 names in brackets: lr = theta_t in (0, lr_max) ("momentary surprise" step),
+    momentum = eta_t in (0, 1) ("past surprise" decay), retain = 1 - alpha_t in (0, 1) with
+    alpha_t the forget gate (SPEC §4.6). Missing logits give missing gates.
+    """
+    f32 = lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32))  # >= fp32 (fp64 stays)
+    out = {}
+    if "lr" in logits:
+        out["lr"] = lr_max * jax.nn.sigmoid(f32(logits["lr"]))
+    if "momentum" in logits:
+        out["momentum"] = jax.nn.sigmoid(f32(logits["momentum"]))
+    if "retain" in logits:  # logit of the forget gate alpha; retain = sigmoid(-logit) = 1 - alpha
+        out["retain"] = jax.nn.sigmoid(-f32(logits["retain"]))
+    return out
+
+
+def gate_bias(name: str, init_value: float, lr_max: float = 1.0) -> float:
+    """The logit bias that makes a fresh gate output `init_value` (inverse of `squash_gates`)."""
+    p = init_value / lr_max if name == "lr" else init_value
+    if name == "retain":  # the logit is that of the forget gate alpha = 1 - retain
+        p = 1.0 - p
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p) - math.log1p(-p)
+
+
+def chunk_mean(x_BTH: jax.Array, chunk: int, axis: int = 1) -> jax.Array:
+    """Per-chunk gate granularity: replaces each value by the mean over its chunk along `axis`.
+
+    Causal only when tokens never read their own chunk's writes (read-before-write, SPEC A1);
+    the config check enforces that. T must be a multiple of `chunk`.
+    """
+    x = jnp.moveaxis(x_BTH, axis, -1)
+    t = x.shape[-1]
+    m = x.reshape(x.shape[:-1] + (t // chunk, chunk)).mean(-1, keepdims=True)
+    m = jnp.broadcast_to(m, x.shape[:-1] + (t // chunk, chunk)).reshape(x.shape)
+    return jnp.moveaxis(m, -1, axis)

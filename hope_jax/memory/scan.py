@@ -1,0 +1,333 @@
+"""The chunk-parallel inner-loop engine: one `lax.scan` over chunks with grouped remat.
+
+`chunked_scan` is the one scan helper (any per-chunk body; HOPE's self-modifying memories and CMS
+levels reuse it). `memory_scan` runs a fast-weight memory over a sequence with it:
+
+  per chunk c (SPEC §4.4, A1, §7.1):
+    * every token's inner gradient is taken at the chunk-start weights W_{c-1};
+    * the optimizer recurrence inside the chunk is solved in closed form (suffix products of the
+      optimizer's transition matrices by `lax.associative_scan`, then one weighted VJP per state
+      slot; no per-token gradient tensors) or, for rules without a transition (DGD, deep
+      optimizers), by materialising per-token gradients and scanning the optimizer's `step`;
+    * retrieval y_t = M(W_{c-1}; q_t) (read-before-write, default, strictly causal) or
+      y_t = M(W_t; q_t) with W_t the state after token t's own write (read-after-write).
+  Chunk size 1 is exactly the token-by-token recurrence.
+
+Documents: with `segment_ids`, the fast state is reset to the initial (meta-learned) weights at
+every document start, also mid-chunk: tokens of a document that starts inside chunk c read and take
+gradients at the initial weights, and the transition into the document start is cut (its matrix
+is replaced by 0 plus an injection of the initial state). Chunks without a boundary take a cheaper
+branch (`lax.cond` over the whole batch). Rows of a batch never share state (vmap).
+
+Shape legend: B batch, H heads, T time, C chunk, N chunks, K key dim, V value dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hope_jax.memory.optimizers import (
+    InnerOptimizer,
+    TokenContext,
+    affine_prefix,
+    suffix_products,
+)
+from hope_jax.memory.rules import MemoryArch, Objective, token_loss
+
+Params = Any
+
+
+# --------------------------------------------------------------------------------------------
+# The one scan helper
+# --------------------------------------------------------------------------------------------
+
+
+def chunked_scan(body: Callable, carry: Any, xs: Any, *, chunk_size: int, axis: int = 0,
+                 remat_every: int = 0) -> tuple[Any, Any]:
+    """`lax.scan` of `body(carry, chunk) -> (carry, ys)` over consecutive chunks of `xs`.
+
+    Args:
+      body: per-chunk function; its chunk leaves have the time axis `axis` of length C, and its
+        `ys` leaves must too (they are stitched back into full-length outputs).
+      carry: initial carry (carry in; the final carry is returned: carry out).
+      xs: pytree of arrays sharing the time axis `axis` with length T, a multiple of C.
+      chunk_size: C.
+      axis: the time axis of every leaf of xs and ys.
+      remat_every: if > 0, chunks are grouped by this many and each group is a `jax.checkpoint`
+        (only group-boundary carries are kept for the backward pass; memory O(group) instead of
+        O(T)). Rounded down to a divisor of the number of chunks.
+
+    Returns:
+      (final carry, ys with leaves of time length T).
+    """
+    leaves = jax.tree_util.tree_leaves(xs)
+    t = leaves[0].shape[axis]
+    if t % chunk_size:
+        raise ValueError(f"sequence length {t} is not a multiple of chunk_size {chunk_size}")
+    n = t // chunk_size
+
+    def split(x):  # [..., T, ...] -> [N, ..., C, ...]
+        x = x.reshape(x.shape[:axis] + (n, chunk_size) + x.shape[axis + 1:])
+        return jnp.moveaxis(x, axis, 0)
+
+    def merge(y):  # [N, ..., C, ...] -> [..., T, ...]
+        y = jnp.moveaxis(y, 0, axis)
+        return y.reshape(y.shape[:axis] + (n * chunk_size,) + y.shape[axis + 2:])
+
+    xs_n = jax.tree_util.tree_map(split, xs)
+    group = max(1, min(remat_every, n)) if remat_every else 0
+    while group and n % group:
+        group -= 1
+    if group > 1 or (group == 1 and remat_every):
+        xs_g = jax.tree_util.tree_map(lambda x: x.reshape((n // group, group) + x.shape[1:]), xs_n)
+
+        @jax.checkpoint
+        def group_body(c, xg):
+            return jax.lax.scan(body, c, xg)
+
+        carry, ys = jax.lax.scan(group_body, carry, xs_g)
+        ys = jax.tree_util.tree_map(lambda y: y.reshape((n,) + y.shape[2:]), ys)
+    else:
+        carry, ys = jax.lax.scan(body, carry, xs_n)
+    return carry, jax.tree_util.tree_map(merge, ys)
+
+
+# --------------------------------------------------------------------------------------------
+# Fast-weight memory over a sequence
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySpec:
+    """Static description of one fast-weight memory (hashable: usable as a jit static arg).
+
+    Attributes:
+      arch: the memory architecture (rules.MemoryArch).
+      objective: inner objective (pred_V, target_V) -> scalar (rules.OBJECTIVES or your own).
+      optimizer: inner optimizer (optimizers.InnerOptimizer).
+      chunk_size: tokens per gradient reference point (SPEC A1/A2).
+      read_after_write: tokens read the state after their own write (default: before, A1).
+      remat_every: chunks per `jax.checkpoint` group (0 = no remat).
+      closed_form: use the optimizer's `transition` closed form when it has one.
+    """
+
+    arch: MemoryArch
+    objective: Objective
+    optimizer: InnerOptimizer
+    chunk_size: int = 64
+    read_after_write: bool = False
+    remat_every: int = 0
+    closed_form: bool = True
+
+
+class MemoryState(NamedTuple):
+    """The carry: per-(batch, head) fast weights and optimizer state, and the last segment id.
+
+    Attributes:
+      params: fast weights, leaves [B, H, ...].
+      opt_state: inner-optimizer state (tuple of pytrees), leaves [B, H, ...].
+      prev_seg: [B] document id of the last token seen (a change at the next token = reset).
+    """
+
+    params: Params
+    opt_state: tuple
+    prev_seg: jax.Array
+
+
+def _state_dtype(dtype) -> jnp.dtype:
+    """Fast state is at least fp32, whatever the compute dtype (SPEC §7.1); fp64 stays fp64."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def init_state(spec: MemorySpec, init_params_H: Params, batch: int,
+               prev_seg_B: jax.Array | None = None) -> MemoryState:
+    """The state before any token: initial weights broadcast per sequence, fresh opt state."""
+    params = jax.tree_util.tree_map(
+        lambda w: jnp.broadcast_to(w, (batch,) + w.shape).astype(_state_dtype(w.dtype)),
+        init_params_H)
+    opt_state = jax.vmap(jax.vmap(spec.optimizer.init))(params)
+    if prev_seg_B is None:
+        prev_seg_B = jnp.zeros((batch,), jnp.int32)
+    return MemoryState(params, opt_state, prev_seg_B)
+
+
+def _tsum(coeffs, trees):
+    """sum_j coeffs[j] * trees[j] for scalar coeffs and same-structure pytrees."""
+    return jax.tree_util.tree_map(lambda *xs: sum(c * x for c, x in zip(coeffs, xs)), *trees)
+
+
+def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
+    """One chunk for an optimizer with a `transition` and read-before-write (no per-token grads)."""
+    arch, opt = spec.arch, spec.optimizer
+    loss = token_loss(arch, spec.objective)
+    loss_C = lambda w: jax.vmap(loss, (None, 0, 0))(w, k, v)
+    a_CNN, b_CN = opt.transition(gates)
+    a_CNN, b_CN = a_CNN.astype(k.dtype), b_CN.astype(k.dtype)
+    a_eff = a_CNN if reset_C is None else jnp.where(reset_C[:, None, None], 0.0, a_CNN)
+    p_CNN, p_all_NN = suffix_products(a_eff)
+    coef_NC = jnp.einsum("cij,cj->ic", p_CNN, b_CN)  # slot i weight of g_c (SPEC §4.4 dual form)
+    n = a_CNN.shape[-1]
+    z0 = (params, *opt_state)
+    _, vjp = jax.vjp(loss_C, params)
+    if reset_C is None:
+        g = jax.vmap(vjp)(coef_NC)[0]
+        y = arch.apply(params, q)
+        zinit_terms = []
+    else:
+        after_C = jnp.cumsum(reset_C.astype(jnp.int32)) > 0  # tokens of a doc begun in this chunk
+        _, vjp_init = jax.vjp(loss_C, init_params)
+        g = jax.vmap(vjp)(jnp.where(after_C, 0.0, coef_NC))[0]
+        g_init = jax.vmap(vjp_init)(jnp.where(after_C, coef_NC, 0.0))[0]
+        g = jax.tree_util.tree_map(jnp.add, g, g_init)
+        y = jnp.where(after_C[:, None], arch.apply(init_params, q), arch.apply(params, q))
+        r_NN = jnp.einsum("cij,cjk,c->ik", p_CNN, a_CNN, reset_C.astype(k.dtype))
+        zinit = (init_params, *opt.init(init_params))
+        zinit_terms = [(r_NN[i], zinit) for i in range(n)]
+    new = []
+    for i in range(n):
+        zi = _tsum(p_all_NN[i], z0)
+        zi = jax.tree_util.tree_map(lambda a, b, i=i: a + b[i], zi, g)
+        if zinit_terms:
+            zi = jax.tree_util.tree_map(jnp.add, zi, _tsum(*zinit_terms[i]))
+        new.append(zi)
+    return new[0], tuple(new[1:]), y
+
+
+def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
+    """One chunk by per-token gradients: any optimizer, read-before or read-after-write."""
+    arch, opt = spec.arch, spec.optimizer
+    grad = jax.vmap(jax.grad(token_loss(arch, spec.objective)), (None, 0, 0))
+    g_C = grad(params, k, v)
+    after_C = None
+    if reset_C is not None:
+        after_C = jnp.cumsum(reset_C.astype(jnp.int32)) > 0
+        g_init = grad(init_params, k, v)
+        g_C = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(after_C.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), g_C, g_init)
+    z0 = (params, *opt_state)
+    zinit = (init_params, *opt.init(init_params))
+    if spec.optimizer.transition is not None:
+        a_CNN, b_CN = opt.transition(gates)
+        a_CNN, b_CN = a_CNN.astype(k.dtype), b_CN.astype(k.dtype)
+        n = a_CNN.shape[-1]
+        slots = tuple(_per_token_scale(b_CN[:, i], g_C) for i in range(n))
+        if reset_C is not None:
+            rmask = reset_C.astype(k.dtype)
+            inject = tuple(_mix_const(rmask[:, None] * a_CNN[:, i, :], zinit) for i in range(n))
+            slots = tuple(jax.tree_util.tree_map(jnp.add, s, d) for s, d in zip(slots, inject))
+            a_CNN = jnp.where(reset_C[:, None, None], 0.0, a_CNN)
+        acc_CNN, b_slots = affine_prefix(a_CNN, slots)
+        z_t = tuple(jax.tree_util.tree_map(jnp.add, b_slots[i], _mix_const(acc_CNN[:, i, :], z0))
+                    for i in range(n))
+        w_t = z_t[0]
+        final = tuple(jax.tree_util.tree_map(lambda x: x[-1], z) for z in z_t)
+        new_params, new_opt = final[0], final[1:]
+    else:
+        ctx = TokenContext(k, v, gates)
+        resets = jnp.zeros(k.shape[:1], bool) if reset_C is None else reset_C
+
+        def tok(carry, xs):
+            g_t, ctx_t, r_t = xs
+            w, s = carry
+            w, s = jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, b, a), (w, s),
+                                          (zinit[0], zinit[1:]))
+            w, s = opt.step(w, s, g_t, ctx_t)
+            return (w, tuple(s)), (w if spec.read_after_write else None)
+
+        (new_params, new_opt), w_t = jax.lax.scan(tok, (params, tuple(opt_state)),
+                                                  (g_C, ctx, resets))
+    if spec.read_after_write:
+        y = jax.vmap(arch.apply)(w_t, q)
+    elif after_C is None:
+        y = arch.apply(params, q)
+    else:
+        y = jnp.where(after_C[:, None], arch.apply(init_params, q), arch.apply(params, q))
+    return new_params, tuple(new_opt), y
+
+
+def _mix_const(c_CN, trees):
+    """sum_j c[:, j] * trees[j] for token-independent pytrees -> per-token pytree [C, ...]."""
+    def one(*xs):
+        return sum(c_CN[:, j].reshape((-1,) + (1,) * x.ndim) * x[None] for j, x in enumerate(xs))
+
+    return jax.tree_util.tree_map(one, *trees)
+
+
+def _per_token_scale(c_C, tree_C):
+    return jax.tree_util.tree_map(
+        lambda x: c_C.reshape(c_C.shape + (1,) * (x.ndim - 1)) * x, tree_C)
+
+
+def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BHTK: jax.Array,
+                v_BHTV: jax.Array, gates_BHT: dict[str, jax.Array], *,
+                segment_ids_BT: jax.Array | None = None,
+                state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
+    """Runs a fast-weight memory over a sequence, chunk-parallel (SPEC §4.4, §4.6, §7.1).
+
+    Args:
+      spec: static memory description (architecture, objective, optimizer, chunking).
+      init_params_H: initial fast weights per head (leaves [H, ...]), the meta-learned init.
+      q_BHTK, k_BHTK, v_BHTV: queries, keys and values per head.
+      gates_BHT: per-token gates by name (see rules.squash_gates), any float dtype.
+      segment_ids_BT: document id per token; the fast state resets at every change (also across
+        calls, through `state.prev_seg`). None = one document per row.
+      state: carry from a previous call (segment carry / streaming); None = fresh state.
+        A sequence split into calls whose lengths are multiples of chunk_size gives exactly the
+        one-pass result; token-by-token generation is a call with T = 1 and chunk_size = 1.
+
+    Returns:
+      (y_BHTV retrieved values, in the state dtype (>= fp32), final MemoryState).
+    """
+    b, _, t = q_BHTK.shape[:3]
+    dt = _state_dtype(q_BHTK.dtype)
+    q, k, v = (x.astype(dt) for x in (q_BHTK, k_BHTK, v_BHTV))
+    gates = {name: g.astype(dt) for name, g in gates_BHT.items()}
+    init_params = jax.tree_util.tree_map(lambda w: w.astype(dt), init_params_H)
+    use_reset = segment_ids_BT is not None
+    if state is None:
+        state = init_state(spec, init_params, b,
+                           segment_ids_BT[:, 0] if use_reset else None)
+    xs = {"q": q, "k": k, "v": v, "gates": gates}
+    if use_reset:
+        prev_BT = jnp.concatenate([state.prev_seg[:, None].astype(segment_ids_BT.dtype),
+                                   segment_ids_BT[:, :-1]], axis=1)
+        reset_BT = segment_ids_BT != prev_BT
+        xs["reset"] = jnp.broadcast_to(reset_BT[:, None, :], q.shape[:3])
+    general = (spec.read_after_write or spec.optimizer.transition is None
+               or not spec.closed_form)
+    chunk_fn = _chunk_general if general else _chunk_closed_form
+
+    def per_seq(init_p, params, opt_state, xc, reset):
+        return chunk_fn(spec, init_p, params, opt_state, xc["q"], xc["k"], xc["v"], xc["gates"],
+                        reset)
+
+    def batched(params, opt_state, xc, with_reset):
+        if with_reset:
+            f = lambda ip, p, o, x: per_seq(ip, p, o, x, x["reset"])
+        else:
+            f = lambda ip, p, o, x: per_seq(ip, p, o, x, None)
+        return jax.vmap(jax.vmap(f, (0, 0, 0, 0)), (None, 0, 0, 0))(init_params, params,
+                                                                  opt_state, xc)
+
+    def body(carry, xc):
+        params, opt_state = carry
+        if use_reset:
+            new_p, new_o, y = jax.lax.cond(
+                jnp.any(xc["reset"]),
+                lambda ops: batched(*ops, True), lambda ops: batched(*ops, False),
+                (params, opt_state, xc))
+        else:
+            new_p, new_o, y = batched(params, opt_state, xc, False)
+        return (new_p, new_o), y
+
+    carry0 = (jax.tree_util.tree_map(lambda w: w.astype(dt), state.params),
+              jax.tree_util.tree_map(lambda w: w.astype(dt), tuple(state.opt_state)))
+    (params, opt_state), y = chunked_scan(body, carry0, xs, chunk_size=spec.chunk_size, axis=2,
+                                          remat_every=spec.remat_every)
+    prev_seg = segment_ids_BT[:, -1].astype(jnp.int32) if use_reset else state.prev_seg
+    return y, MemoryState(params, opt_state, prev_seg)
