@@ -13,10 +13,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
+from hope_jax.models.titans import TITANS_MODELS
 from hope_jax.models.transformer import TransformerBlock, norm
 from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
 
-MODELS: dict[str, type[nn.Module]] = {"transformer": TransformerBlock}
+MODELS: dict[str, type[nn.Module]] = {"transformer": TransformerBlock, **TITANS_MODELS}
 
 
 def register_model(name: str, block_cls: type[nn.Module]) -> None:
