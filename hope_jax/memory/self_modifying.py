@@ -1,0 +1,384 @@
+"""Self-modifying (self-referential) Titans: the HOPE sequence mixer (SPEC §4.3-4.4, Eqs. 83-93).
+
+Per head and per sequence (vmap over B and H), residual 2-layer MLP memories (Eq. 89)
+M_k, M_v, M_eta, M_alpha (and M_q with `adaptive_q`, A8) generate the inputs of the main memory
+M_mem, and every memory updates itself in context:
+
+  x_t^(m) = silu(conv(x_t W_m))   per-memory input map D -> H x K + causal conv (A16, Titans §4.4)
+  k_t = l2n(M_k(x^k))  v_t = M_v(x^v)  q_t = l2n(x^q)      (Eq. 83/86; q fixed, A8)
+  eta_t = lr_max sigmoid(w_eta . M_eta(x^eta) + b)  alpha_t = sigmoid(-(w_a . M_alpha(x^a) + b))
+  beta_t = sigmoid(x_t w_beta + b)   (momentum gate, static, A6; gates per head, fp32, A7)
+  v^_m,t = M_m(v_t)                (each memory's own target, Eq. 87; constant inside grad, A15)
+  W_0 <- (alpha I - eta k k^T) W_0 + S_0, W_1 <- alpha W_1 + S_1, S <- beta S - eta grad
+                                   (Eq. 88 + DGD A9 + momentum A6, row-vector convention A11)
+  y_t = M_mem(q_t) -> RMSNorm per head * sigmoid(x W_g) -> out projection (Titans §4.4).
+
+Everything a token reads (its k, v, q, gates, targets, gradients, output) uses the memories'
+state at the END of the previous chunk (A1): chunk `other_chunk_size` for the k/v/eta/alpha(/q)
+memories, `chunk_size` for M_mem. So the layer is two `chunked_scan`s: the first produces
+k, v, q, eta, alpha for all tokens, the second runs M_mem on them. Inside a chunk, per-token
+gradients are taken in one vmapped call and the engine's `dgd()` / `titans()` step is scanned over
+the tokens (the DGD decay is a matrix, so there is no scalar closed form).
+
+Choices (ours): every adaptive memory has its own input map W_m (a shared x_t is the special case
+W_m all equal; separate maps keep k != v at init, where every memory is ~identity, A15, and make
+self_modify=False exactly the Titans layer); with self_modify=False every projection is static and
+M_mem's target is v_t (= `NeuralMemory`), otherwise M_mem's target is M_mem(v_t) (Eq. 87).
+
+Shape legend: B batch, T time, D width, H heads, K head dim, F memory hidden, C chunk, W conv.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hope_jax.config import ModelConfig
+from hope_jax.memory.optimizers import InnerOptimizer, TokenContext, dgd, titans
+from hope_jax.memory.rules import MemoryArch, gate_bias, l2, make_arch, token_loss
+from hope_jax.memory.scan import chunked_scan
+from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
+
+_VECS = ("q", "k", "v")
+_GATE_INIT = {"lr": 0.1, "momentum": 0.9, "retain": 0.99}  # ours: eta/lr_max, beta, alpha at init
+_ACT = "gelu"  # sigma of Eq. 89 (unspecified in the paper; the engine's default)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfModSpec:
+    """Static description of the layer's inner loop.
+
+    Attributes:
+      arch: architecture shared by every memory (residual 2-layer MLP, Eq. 89).
+      optimizer: inner optimizer of every memory (DGD, A9, or GD with retention).
+      chunk_size / other_chunk_size: chunks of M_mem and of the other memories (A1, A2).
+      adaptive: which of q, k, v, lr (eta), retain (alpha) come from in-context memories.
+      gates: gate names the optimizer reads (lr, momentum, retain).
+      self_target: M_mem's target is M_mem(v_t) (Eq. 87) instead of v_t (Titans).
+      lr_max: eta_t <= lr_max (A9).
+      remat_every: chunks per `jax.checkpoint` group of each scan.
+    """
+
+    arch: MemoryArch
+    optimizer: InnerOptimizer
+    chunk_size: int
+    other_chunk_size: int
+    adaptive: tuple[str, ...]
+    gates: tuple[str, ...]
+    self_target: bool
+    lr_max: float
+    remat_every: int = 0
+
+
+def layer_spec(cfg: ModelConfig) -> SelfModSpec:
+    """The inner-loop description of `cfg.hope` for heads of width `cfg.head_dim`."""
+    hc = cfg.hope
+    adaptive: tuple[str, ...] = ()
+    if hc.self_modify:
+        names = ["q"] if hc.adaptive_q else []
+        names += ["k", "v", "lr"] + (["retain"] if hc.weight_decay else [])
+        adaptive = tuple(n for n in names if n != hc.static_proj)
+    gates = ("lr",) + (("momentum",) if hc.momentum else ()) + (
+        ("retain",) if hc.weight_decay else ())  # weight_decay=False: alpha == 1
+    opt = dgd(hc.momentum) if hc.inner_optimizer == "dgd" else titans(hc.momentum, hc.weight_decay)
+    arch = make_arch("mlp", cfg.head_dim, cfg.head_dim, 2, hc.memory_hidden_mult, _ACT, True)
+    return SelfModSpec(arch, opt, hc.chunk_size, hc.other_chunk_size or hc.chunk_size, adaptive,
+                       gates, hc.self_modify, hc.lr_max, cfg.memory.remat_every)
+
+
+def _l2norm(x, eps: float = 1e-6):
+    return x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + eps)
+
+
+def _squash(logits: dict, lr_max: float) -> dict:
+    """`rules.squash_gates` (same names and ranges) kept in the state dtype (fp64 under x64)."""
+    out = {"lr": lr_max * jax.nn.sigmoid(logits["lr"])}
+    if "momentum" in logits:
+        out["momentum"] = jax.nn.sigmoid(logits["momentum"])
+    if "retain" in logits:  # alpha_t = 1 - forget gate, as in squash_gates
+        out["retain"] = jax.nn.sigmoid(-logits["retain"])
+    return out
+
+
+def _finish(spec: SelfModSpec, vecs: dict, logits: dict) -> dict:
+    """q, k l2-normalised (SPEC §4.3), gates squashed to their ranges in the state dtype (A7)."""
+    return {"q": _l2norm(vecs["q"]), "k": _l2norm(vecs["k"]), "v": vecs["v"],
+            "gates": _squash(logits, spec.lr_max)}
+
+
+# --------------------------------------------------------------------------------------------
+# One chunk, one (sequence, head)
+# --------------------------------------------------------------------------------------------
+
+
+def _ref(init_w, w, after_C):
+    """Each token's reference weights (A1): the chunk-start W, shared by the chunk (in_axis None),
+    or, when a document starts inside the chunk, per token W or W_0 for tokens after it (A4)."""
+    if after_C is None:
+        return w, None
+    sel = lambda a, b: jnp.where(after_C.reshape((-1,) + (1,) * a.ndim), b[None], a[None])
+    return jax.tree_util.tree_map(sel, w, init_w), 0
+
+
+def _apply(arch, ref, x_CK):
+    w, axis = ref
+    return arch.apply(w, x_CK) if axis is None else jax.vmap(arch.apply)(w, x_CK)
+
+
+def _write(spec, init_w, w, s, after_C, k_CK, v_CK, gates_C, reset_C, valid_C, self_target):
+    """One chunk of inner updates of one memory (Eq. 88 + A6 + A9 via the engine's optimizer).
+
+    Args:
+      init_w / (w, s): initial weights / chunk-start weights and optimizer state.
+      after_C, reset_C: token after / at a document start in this chunk (or None).
+      k_CK, v_CK, gates_C: keys, values and gates (shared by all memories, Eq. 88).
+      valid_C: False for padding tokens, which leave the state untouched (or None).
+      self_target: the target is M(W_ref; v) (Eq. 87) instead of v.
+    """
+    arch, opt = spec.arch, spec.optimizer
+    ref = _ref(init_w, w, after_C)
+    # v^ = M(W_ref; v) (Eq. 87) is computed outside jax.grad: a constant of the inner loss
+    # (A15), while the outer gradient still flows through it (A14).
+    tgt = _apply(arch, ref, v_CK) if self_target else v_CK
+    # every token's gradient at its reference (chunk-start) weights, one vmapped call (A1, Eq. 90)
+    g_C = jax.vmap(jax.grad(token_loss(arch, l2)), (ref[1], 0, 0))(ref[0], k_CK, tgt)
+    zinit = (init_w, tuple(opt.init(init_w)))
+
+    def tok(ws, xs):  # the optimizer's own per-token step (DGD's decay is a matrix: no scan form)
+        g_t, k_t, v_t, gates_t, r_t, ok_t = xs
+        if r_t is not None:  # document start: back to the meta-learned initial state (A4)
+            ws = jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, b, a), ws, zinit)
+        new = opt.step(ws[0], ws[1], g_t, TokenContext(k_t, v_t, gates_t))
+        new = (new[0], tuple(new[1]))
+        if ok_t is not None:  # padding token: no write
+            new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok_t, a, b), new, ws)
+        return new, None
+
+    ws, _ = jax.lax.scan(tok, (w, tuple(s)), (g_C, k_CK, v_CK, gates_C, reset_C, valid_C))
+    return ws
+
+
+def _after(reset_C):
+    """Tokens at or after a document start inside this chunk (they use the initial weights)."""
+    return None if reset_C is None else jnp.cumsum(reset_C.astype(jnp.int32)) > 0
+
+
+def _aux_chunk(spec, consts, fast, xc, reset_C, valid_C):
+    """k/v/eta/alpha(/q) memories, stacked on axis M and vmapped: generate this chunk's inputs
+    of M_mem at the chunk-start states (Eq. 83/86, A1), then self-update (Eq. 87-88)."""
+    init_M, after = consts["init"], _after(reset_C)
+    (w_M, s_M), arch = fast, spec.arch
+    read = jax.vmap(lambda i, w, x: _apply(arch, _ref(i, w, after), x), (0, 0, 1))
+    out_MCK = read(init_M, w_M, xc["x"])
+    out = {n: out_MCK[m] for m, n in enumerate(spec.adaptive)}
+    vecs = {n: out.get(n, xc.get(n)) for n in _VECS}  # adaptive M_n(x^n) or static x W_n
+    logits = dict(xc["logits"])
+    for n, (w_K, b) in consts["read"].items():  # per-head scalar gate from M_eta / M_alpha (A7)
+        logits[n] = out[n] @ w_K + b
+    f = _finish(spec, vecs, logits)
+    write = lambda i, w, s: _write(spec, i, w, s, after, f["k"], f["v"], f["gates"], reset_C,
+                                   valid_C, True)
+    return jax.vmap(write)(init_M, w_M, s_M), f
+
+
+def _main_chunk(spec, consts, fast, xc, reset_C, valid_C):
+    """M_mem: y_t = M_mem(W_{c-1}; q_t) (Eq. 83, A1), then the chunk's writes (Eq. 88)."""
+    after = _after(reset_C)
+    y = _apply(spec.arch, _ref(consts, fast[0], after), xc["q"])
+    new = _write(spec, consts, fast[0], fast[1], after, xc["k"], xc["v"], xc["gates"], reset_C,
+                 valid_C, spec.self_target)
+    return new, y
+
+
+def _run(spec, chunk_fn, consts, fast, xs, chunk):
+    """`chunked_scan` over chunks of `chunk_fn`, vmapped over (B, H).
+
+    With document ids, every chunk takes the per-token-reference path (no `lax.cond` on
+    resets: with packed rows most chunks of a batch hold some boundary, and one branch halves
+    the compile); its extra cost is reading per-token weights, the size of the per-token
+    gradients that DGD materialises anyway.
+    """
+
+    def body(fast_, xc):
+        def f(cst, fst, x):
+            return chunk_fn(spec, cst, fst, x, x.get("reset"), x.get("valid"))
+
+        return jax.vmap(jax.vmap(f, (0, 0, 0)), (None, 0, 0))(consts, fast_, xc)
+
+    return chunked_scan(body, fast, xs, chunk_size=chunk, axis=2, remat_every=spec.remat_every)
+
+
+def self_modifying_scan(spec: SelfModSpec, consts: dict, xs: dict, fast: dict, *,
+                        reset_BT=None, valid_T=None):
+    """The chunk-parallel inner loop of the layer (both scans), in the state dtype.
+
+    M = len(spec.adaptive) stacked adaptive memories, in the order of `spec.adaptive`.
+
+    Args:
+      spec: static description (`layer_spec`).
+      consts: {"init": {"aux": params [H, M, ...] (if M), "mem": params [H, ...]} initial
+        weights; "read": {"lr"/"retain": (w_HK, b_H)} gate read-outs of M_eta / M_alpha}.
+      xs: {"x": x_BHTMK inputs of the adaptive memories (if M), "q"/"k"/"v": static x_BHTK of
+        the others (before l2-norm), "logits": {gate: BHT} static gate logits}.
+      fast: {"aux": (params, opt_state) leaves [B, H, M, ...] (if M), "mem": (params,
+        opt_state) leaves [B, H, ...]}: the state at the start.
+      reset_BT: document start per token (state -> initial weights there), or None.
+      valid_T: False for padding tokens at the end (no write), or None.
+
+    Returns:
+      (y_BHTK retrieved values, new fast state).
+    """
+    b, h, t = (xs["x"] if "x" in xs else xs["q"]).shape[:3]
+    bc = lambda z: jnp.broadcast_to(z, (b, h, t))
+    extra = {} if valid_T is None else {"valid": bc(valid_T)}
+    if reset_BT is not None:
+        extra["reset"] = bc(reset_BT[:, None, :])
+    fast = dict(fast)
+    if spec.adaptive:
+        cst = {"init": consts["init"]["aux"], "read": consts["read"]}
+        xs_aux = {k: v for k, v in xs.items() if k in ("x", "logits") + _VECS}
+        fast["aux"], f = _run(spec, _aux_chunk, cst, fast["aux"], {**xs_aux, **extra},
+                              spec.other_chunk_size)
+    else:
+        f = _finish(spec, {n: xs[n] for n in _VECS}, xs["logits"])
+    fast["mem"], y = _run(spec, _main_chunk, consts["init"]["mem"], fast["mem"], {**f, **extra},
+                          spec.chunk_size)
+    return y, fast
+
+
+def _fresh_state(spec, init, convs, b, wc, width, sdt, seg_BT):
+    """State before any token: initial weights per sequence, empty momenta and conv tails."""
+    first = jnp.zeros((b,), jnp.int32) if seg_BT is None else seg_BT[:, 0].astype(jnp.int32)
+    fast = {}
+    for n, p in init.items():
+        p = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (b,) + w.shape), p)
+        fast[n] = (p, tuple(jax.vmap(jax.vmap(spec.optimizer.init))(p)))
+    return {"fast": fast, "conv": {n: jnp.zeros((b, wc, width), sdt) for n in convs},
+            "conv_seg": jnp.broadcast_to(first[:, None], (b, wc)), "prev_seg": first}
+
+
+# --------------------------------------------------------------------------------------------
+# The Linen layer
+# --------------------------------------------------------------------------------------------
+
+
+class SelfModifyingTitans(nn.Module):
+    """Self-modifying Titans sequence mixer: [B, T, D] -> [B, T, D], strictly causal (A1).
+
+    `state` (None = fresh) and the returned state are dicts with leaves of leading dim B:
+      fast:     {"mem": (params, opt_state)} main memory: params (W_0 [B,H,K,F], W_1 [B,H,F,K]),
+                opt_state ((S_0, S_1),) with momentum, else (); "aux": the same for the M
+                adaptive memories stacked on axis 2 ([B,H,M,K,F], ...) in `layer_spec(cfg).adaptive`
+                order (absent with self_modify=False);
+      conv:     {proj name: [B, W-1, H*K]} last inputs of each causal conv;
+      conv_seg: [B, W-1] their document ids;  prev_seg: [B] document id of the last token.
+    Fast state and conv tails are in the state dtype (>= fp32). Splitting a sequence into calls
+    whose lengths are multiples of both chunk sizes gives exactly the one-pass result.
+
+    Attributes:
+      cfg: model config (reads hope, memory.remat_every, d_model, num_heads, head_dim, dtypes).
+      out_std: init std of the output projection (default cfg.init_std).
+    """
+
+    cfg: ModelConfig
+    out_std: float | None = None
+
+    def _mem_init(self, prefix, arch, h):
+        def init(key, shape, dtype, i):
+            return jax.vmap(lambda kk: arch.init(kk, dtype)[i])(jax.random.split(key, h))
+
+        return tuple(self.param(f"{prefix}mem_w{i}", nn.with_logical_partitioning(
+            lambda key, shape, dtype, i=i: init(key, shape, dtype, i),
+            ("heads", "kv", None) if i == 0 else ("heads", None, "kv")),
+            (h,) + s, dtype_of(self.cfg.param_dtype)) for i, s in enumerate(arch.shapes()))
+
+    def _gate_param(self, name, shape, axes, value):
+        return self.param(name, nn.with_logical_partitioning(nn.initializers.constant(value), axes),
+                          shape, dtype_of(self.cfg.param_dtype))
+
+    @nn.compact
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, state=None):
+        del positions_BT  # position-free: order enters through the recurrence and the convs
+        cfg, hc = self.cfg, self.cfg.hope
+        h, kd, seg = cfg.num_heads, cfg.head_dim, segment_ids_BT
+        b, t, d = x_BTD.shape
+        cdt = dtype_of(cfg.dtype)
+        sdt = jnp.promote_types(cdt, jnp.float32)  # fast state, gates, norms (SPEC §7.1)
+        kw = dict(dtype=cdt, param_dtype=dtype_of(cfg.param_dtype))
+        spec = layer_spec(cfg)
+        wc = hc.conv_width - 1
+        cast = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(sdt), tree)
+        init = {"mem": cast(self._mem_init("", spec.arch, h))}
+        if spec.adaptive:  # stacked on axis M after H, in the order of spec.adaptive
+            per = [cast(self._mem_init(f"{n}_", spec.arch, h)) for n in spec.adaptive]
+            init["aux"] = jax.tree_util.tree_map(lambda *w: jnp.stack(w, 1), *per)
+        convs = [n for n in _VECS] + [f"{n}_in" for n in ("lr", "retain") if n in spec.adaptive]
+        if state is None:
+            state = _fresh_state(spec, init, convs, b, wc, h * kd, sdt, seg)
+        seg_c = None if seg is None else jnp.concatenate(
+            [state["conv_seg"].astype(seg.dtype), seg], 1)
+        new_conv = {}
+
+        def proj_conv(name):  # silu(conv(x W)) per head (Titans §4.4, A16); conv tail carried
+            y = DenseGeneral((h * kd,), ("embed",), ("heads",), cfg.init_std, name=name, **kw)(
+                x_BTD)
+            y = jnp.concatenate([state["conv"][name].astype(y.dtype), y], 1)
+            new_conv[name] = y[:, y.shape[1] - wc:].astype(sdt)
+            y = ShortConv(hc.conv_width, "heads", name=f"{name}_conv", **kw)(y, seg_c)[:, wc:]
+            return nn.silu(y).reshape(b, t, h, kd)
+
+        to_bh = lambda z: jnp.moveaxis(z, 1, 2).astype(sdt)  # [B, T, H, ...] -> [B, H, T, ...]
+        xs = {"x": {}, "logits": {}}
+        for n in _VECS:  # memory input x^n (adaptive) or the static projection itself
+            z = to_bh(proj_conv(n))
+            if n in spec.adaptive:
+                xs["x"][n] = z
+            else:
+                xs[n] = z
+        read = {}
+        for n in spec.gates:
+            init_v = _GATE_INIT[n] * (hc.lr_max if n == "lr" else 1.0)
+            bias = self._gate_param(f"{n}_bias", (h,), ("heads",), gate_bias(n, init_v, hc.lr_max))
+            if n in spec.adaptive:  # logit = w . M_n(x^n) + b per head (A7)
+                xs["x"][n] = to_bh(proj_conv(f"{n}_in"))
+                w = self.param(f"{n}_read", nn.with_logical_partitioning(
+                    nn.initializers.normal(cfg.init_std), ("heads", "kv")), (h, kd), kw[
+                    "param_dtype"])
+                read[n] = (w.astype(sdt), bias.astype(sdt))
+            else:  # static gate x W + b (Titans), fp32 or wider
+                lg = DenseGeneral((h,), ("embed",), ("heads",), cfg.init_std, name=f"{n}_gate",
+                                  dtype=sdt, param_dtype=kw["param_dtype"])(x_BTD)
+                xs["logits"][n] = jnp.moveaxis(lg + bias.astype(sdt)[None, None, :], 1, 2)
+
+        lcm = math.lcm(spec.chunk_size, spec.other_chunk_size)
+        pad = (-t) % lcm  # padded tail tokens read but never write (valid = False)
+        padt = lambda z: jnp.pad(z, ((0, 0), (0, 0), (0, pad)) + ((0, 0),) * (z.ndim - 3))
+        xs = jax.tree_util.tree_map(padt, xs)
+        reset = None
+        if seg is not None and not hc.persist_state:  # A4/A17: fresh memories per document
+            prev = jnp.concatenate([state["prev_seg"][:, None].astype(seg.dtype), seg[:, :-1]], 1)
+            reset = jnp.pad(seg != prev, ((0, 0), (0, pad)))
+        if spec.adaptive:
+            xs["x"] = jnp.stack([xs["x"][n] for n in spec.adaptive], 3)  # [B, H, T, M, K]
+        else:
+            del xs["x"]
+        y, fast = self_modifying_scan(spec, {"init": init, "read": read}, xs,
+                                      cast(state["fast"]), reset_BT=reset,
+                                      valid_T=(jnp.arange(t + pad) < t) if pad else None)
+        y = jnp.moveaxis(y, 2, 1)[:, :t]  # [B, T, H, K]
+        y = RMSNorm(axis_name="kv", param_dtype=kw["param_dtype"], name="out_norm")(y)
+        gate = DenseGeneral((h, kd), ("embed",), ("heads", "kv"), cfg.init_std, name="out_gate",
+                            **kw)(x_BTD)
+        y = (y * jax.nn.sigmoid(gate.astype(sdt))).astype(cdt)  # output gate (Titans §4.4)
+        y = DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or cfg.init_std,
+                         name="out", **kw)(y)
+        new_state = {"fast": fast, "conv": new_conv, "conv_seg": state["conv_seg"],
+                     "prev_seg": state["prev_seg"]}
+        if seg is not None:
+            new_state["conv_seg"] = seg_c[:, seg_c.shape[1] - wc:].astype(jnp.int32)
+            new_state["prev_seg"] = seg[:, -1].astype(jnp.int32)
+        return y, new_state

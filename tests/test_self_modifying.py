@@ -1,0 +1,253 @@
+"""Self-modifying Titans (SPEC §4.3-4.4, Eqs. 83-93): DESIGN §3 invariants 1-6 for the layer.
+
+Float64 throughout (x64 on): chunked ≡ token-by-token reference for independent chunk sizes,
+causality, segment carry, batch isolation, document resets, self_modify=False ≡ Titans layer,
+ablation switches, outer gradient ≡ finite differences.
+"""
+
+import dataclasses
+import functools
+from unittest import mock
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hope_jax.config import ModelConfig
+from hope_jax.memory import self_modifying as sm
+from hope_jax.memory.config import MemoryConfig
+from hope_jax.memory.hope_config import HopeConfig
+from hope_jax.memory.self_modifying_reference import reference_scan
+from hope_jax.memory.titans import NeuralMemory
+
+jax.config.update("jax_enable_x64", True)
+
+B, T, D, H = 2, 16, 8, 2  # head dim K = 4
+# row 0: documents [0, 5), [5, 12), [12, 16) (mid-chunk for C = 4, 16); row 1: one document
+SEG = jnp.array([[0] * 5 + [1] * 7 + [2] * 4, [3] * 16])
+POS = jnp.broadcast_to(jnp.arange(T), (B, T))
+X = jax.random.normal(jax.random.PRNGKey(0), (B, T, D), jnp.float64)
+
+
+def _cfg(**hope):
+    hope = {"chunk_size": 4, "memory_hidden_mult": 2.0, **hope}
+    return ModelConfig(d_model=D, num_heads=H, dtype="float64", param_dtype="float64",
+                       hope=HopeConfig(**hope))
+
+
+BASE = _cfg(other_chunk_size=2)
+_CHUNKED = sm.self_modifying_scan
+
+
+def _stub_scan(spec, consts, xs, fast, **kw):
+    x = xs["x"] if "x" in xs else xs["q"]
+    return jnp.zeros(x.shape[:3] + x.shape[-1:], x.dtype), fast
+
+
+_BASE_VALUES = {"lr_bias": -2.0, "momentum_bias": 2.0, "retain_bias": -3.0}  # eta .1, beta .9
+
+
+@functools.cache
+def _params(cfg, seed=1):
+    """Params of the layer's structure with random values around a sane init, so that every
+    memory, gate and conv tap matters (conv identity + noise, gates near their init, memory
+    first layers N(0, 1), everything else N(0, 0.3^2)).
+
+    Only the structure comes from Flax (`eval_shape` with the scans stubbed out); the values
+    come from numpy (float64 `jax.random` compiles for ~20 s on a busy CPU)."""
+    with mock.patch.object(sm, "self_modifying_scan", _stub_scan):
+        shapes = jax.eval_shape(sm.SelfModifyingTitans(cfg).init, jax.random.PRNGKey(0), X, POS,
+                                SEG)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, a):
+        name = jax.tree_util.keystr(path)
+        base = np.zeros(a.shape)
+        if "_conv" in name:
+            base[-1] = 1.0
+        base += 1.0 if "scale" in name else _BASE_VALUES.get(path[-1].key, 0.0)
+        std = 1.0 if "mem_w0" in name else 0.3
+        return jnp.asarray(base + std * rng.standard_normal(a.shape), a.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, nn.unbox(shapes))
+
+
+class _RMSNorm64(nn.Module):
+    """`layers.RMSNorm` without its fp32 cast, so that float64 comparisons stay exact."""
+
+    eps: float = 1e-6
+    axis_name: str = "embed"
+    param_dtype: jnp.dtype = jnp.float64
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+        scale = scale.reshape((1,) * (x.ndim - 1) + (-1,))
+        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + self.eps) * scale
+
+
+def _apply(cfg, reference=False, f64_norm=True):
+    """The layer's apply; `reference` swaps the chunked inner loop for the token-by-token one
+    (both looked up when the layer is traced)."""
+    m = sm.SelfModifyingTitans(cfg)
+
+    def f(p, x, seg, state):
+        with mock.patch.object(sm, "self_modifying_scan",
+                               reference_scan if reference else _CHUNKED), \
+                mock.patch.object(sm, "RMSNorm", _RMSNorm64 if f64_norm else sm.RMSNorm):
+            return m.apply(p, x, POS[:, : x.shape[1]], seg, state)
+
+    return f
+
+
+@functools.cache
+def _fn(cfg, reference=False, f64_norm=True):
+    """Jitted `_apply` (one compile per config and input signature)."""
+    return jax.jit(_apply(cfg, reference, f64_norm))
+
+
+def _run(cfg, params, x=X, seg=SEG, state=None, reference=False, f64_norm=True):
+    return _fn(cfg, reference, f64_norm)(params, x, seg, state)
+
+
+def _close(a, b, tol=1e-10):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("chunk,other", [(1, 1), (4, 16), (16, 4), (4, 2)])
+def test_chunked_matches_token_reference(chunk, other):
+    """Chunked scan ≡ per-token loop of Eqs. 83-89 (A1), mid-chunk document starts included;
+    (1, 1) is the exact per-token recurrence."""
+    cfg = _cfg(chunk_size=chunk, other_chunk_size=other)
+    p = _params(cfg)
+    y, st = _run(cfg, p)
+    y_ref, st_ref = _run(cfg, p, reference=True)
+    assert float(jnp.std(y)) > 1e-3
+    _close(y, y_ref)
+    _close(st["fast"], st_ref["fast"])
+
+
+@pytest.mark.parametrize("hope", [
+    dict(inner_optimizer="gd", momentum=False, weight_decay=False, static_proj="k",
+         other_chunk_size=2),
+    dict(adaptive_q=True, static_proj="v", other_chunk_size=8),
+])
+def test_variants_match_token_reference(hope):
+    cfg = _cfg(**hope)
+    p = _params(cfg)
+    y, st = _run(cfg, p)
+    y_ref, st_ref = _run(cfg, p, reference=True)
+    _close(y, y_ref)
+    _close(st["fast"], st_ref["fast"])
+
+
+def test_causal():
+    cfg = BASE
+    p = _params(cfg)
+    y, _ = _run(cfg, p)
+    y2, _ = _run(cfg, p, X.at[:, 9].add(1.0))
+    _close(y[:, :9], y2[:, :9], 0)
+    assert float(jnp.abs(y[:, 9:] - y2[:, 9:]).min(axis=(0, 2)).max()) > 0
+
+
+def test_segment_carry_equals_one_pass():
+    """Two calls (8 + 8 tokens; carried fast state, conv tails, document ids) ≡ one pass."""
+    cfg = BASE
+    p = _params(cfg)
+    y, st = _run(cfg, p)
+    y1, st1 = _run(cfg, p, X[:, :8], SEG[:, :8])
+    y2, st2 = _run(cfg, p, X[:, 8:], SEG[:, 8:], st1)
+    _close(jnp.concatenate([y1, y2], 1), y)
+    _close(st2, st)
+
+
+def test_batch_isolation():
+    cfg = BASE
+    p = _params(cfg)
+    y, _ = _run(cfg, p)
+    y2, _ = _run(cfg, p, X.at[1].multiply(-2.0))
+    _close(y[0], y2[0], 0)
+
+
+@pytest.mark.parametrize("chunk,other,start", [(4, 2, 8), (1, 1, 5)])
+def test_document_reset(chunk, other, start):
+    """A packed row's second document ≡ that document alone (chunk-aligned start, or C = 1)."""
+    cfg = _cfg(chunk_size=chunk, other_chunk_size=other)
+    p = _params(cfg)
+    seg = jnp.array([[0] * start + [1] * (T - start)] * B)
+    y, _ = _run(cfg, p, seg=seg)
+    y_alone, _ = _run(cfg, p, X[:, start:], seg[:, start:])
+    _close(y[:, start:], y_alone)
+
+
+@pytest.mark.parametrize("opt", ["dgd", "gd"])
+def test_static_equals_titans_layer(opt):
+    """self_modify=False ≡ `NeuralMemory` with the matching config (same param names)."""
+    cfg = _cfg(self_modify=False, inner_optimizer=opt)
+    hc = cfg.hope
+    mc = MemoryConfig(arch="mlp", depth=2, hidden_mult=hc.memory_hidden_mult, activation="gelu",
+                      inner_opt="dgd" if opt == "dgd" else "titans", momentum=hc.momentum,
+                      decay=hc.weight_decay, lr_max=hc.lr_max, chunk_size=hc.chunk_size,
+                      remat_every=0, conv_width=hc.conv_width)
+    # NeuralMemory keeps its memory init, gates and l2-norm in fp32: use fp32-exact params
+    p = jax.tree_util.tree_map(lambda w: w.astype(jnp.float32).astype(w.dtype), _params(cfg))
+    y, _ = _run(cfg, p, f64_norm=False)
+    titans = NeuralMemory(H, D // H, mc, cfg.init_std, dtype=jnp.float64,
+                          param_dtype=jnp.float64)
+    y_titans = jax.jit(titans.apply)(p, X, SEG)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_titans), rtol=1e-5, atol=1e-5)
+    assert float(jnp.std(y)) > 1e-2
+
+
+def test_defaults_follow_spec():
+    hc = HopeConfig()
+    assert (hc.self_modify, hc.adaptive_q, hc.inner_optimizer, hc.momentum, hc.weight_decay,
+            hc.static_proj) == (True, False, "dgd", True, True, "")  # SPEC §4.3, A6, A8, A9
+    spec = sm.layer_spec(ModelConfig(hope=hc))
+    assert spec.adaptive == ("k", "v", "lr", "retain") and spec.self_target
+    assert spec.optimizer.name == "dgd+momentum" and spec.gates == ("lr", "momentum", "retain")
+
+
+@pytest.mark.parametrize("switch", [
+    dict(inner_optimizer="gd"), dict(momentum=False), dict(weight_decay=False),
+    dict(static_proj="k"), dict(static_proj="v"), dict(adaptive_q=True), dict(self_modify=False),
+])
+def test_each_switch_changes_output(switch):
+    """Every ablation of Table 6 changes the layer (shared params held equal)."""
+    base = BASE
+    p0 = _params(base)
+    cfg = dataclasses.replace(base, hope=dataclasses.replace(base.hope, **switch))
+    p = _params(cfg)
+    p = {"params": {k: p0["params"].get(k, v) for k, v in p["params"].items()}}
+    y0, _ = _run(base, p0)
+    y, _ = _run(cfg, p)
+    assert bool(jnp.all(jnp.isfinite(y)))
+    assert float(jnp.max(jnp.abs(y - y0))) > 1e-3 * float(jnp.max(jnp.abs(y0)))
+
+
+def test_outer_gradient_matches_finite_differences():
+    """Meta-gradient through every inner write (A14) ≡ central finite differences."""
+    cfg = _cfg(chunk_size=2, other_chunk_size=4)
+    p = _params(cfg)
+    t = 8
+    w = jax.random.normal(jax.random.PRNGKey(5), (B, t, D), jnp.float64)
+    f = _apply(cfg)
+    loss = jax.jit(lambda q: jnp.sum(w * f(q, X[:, :t], SEG[:, :t], None)[0]))
+    g = jax.jit(jax.grad(loss))(p)
+    leaves, tree = jax.tree_util.tree_flatten(p)
+    keys = jax.random.split(jax.random.PRNGKey(6), len(leaves))
+    u = jax.tree_util.tree_unflatten(tree, [jax.random.normal(k, a.shape, a.dtype)
+                                            for a, k in zip(leaves, keys)])
+    eps = 1e-5
+    shift = lambda s: jax.tree_util.tree_map(lambda a, b: a + s * b, p, u)
+    fd = (loss(shift(eps)) - loss(shift(-eps))) / (2 * eps)
+    an = sum(jnp.vdot(a, b) for a, b in zip(*map(jax.tree_util.tree_leaves, (g, u))))
+    np.testing.assert_allclose(float(an), float(fd), rtol=1e-6)
+    # the meta-learned initial states of the self-modifying memories get gradients
+    for n in ("k_mem_w1", "v_mem_w1", "lr_mem_w1", "retain_mem_w1", "mem_w1"):
+        assert float(jnp.abs(g["params"][n]).max()) > 0
