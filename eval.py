@@ -23,8 +23,10 @@ FLAGS = flags.FLAGS
 def _main():
     from hope_jax.eval.run import load_run, score
     from hope_jax.eval.sample import generate
+    from hope_jax.sharding import initialize_distributed
 
     cfg = cli.load_workdir_config(FLAGS.workdir)
+    initialize_distributed(cfg.mesh)  # multi-host: before any device use
     run = load_run(cfg, FLAGS.workdir)
     if FLAGS.prompt is not None:
         ids = run.tokenizer.encode(FLAGS.prompt)

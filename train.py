@@ -21,9 +21,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
+    from hope_jax.sharding import initialize_distributed
     from hope_jax.train.loop import train
 
     cfg = cli.load_config(FLAGS.config)
+    cli.run_guarded(initialize_distributed, cfg.mesh)  # multi-host: before any device use
     summary = cli.run_guarded(train, cfg, FLAGS.workdir, stop_after=FLAGS.stop_after)
     cli.print_json(summary)
 
