@@ -4,7 +4,8 @@ Layers name the dims of every param (and, where they help XLA, of activations) w
 axes (`embed`, `mlp`, `heads`, ...; see `hope_jax.nn.layers`). `RULES` maps each logical axis to
 mesh axes of a `data x fsdp x tensor` mesh. Everything else is derived:
 
-* params: `param_shardings` from the logical axes read off `jax.eval_shape` of the init;
+* params: `param_shardings` from the logical axes read off `jax.eval_shape` of the init; a param
+  that no rule splits over `fsdp` (no `embed` dim) gets `fsdp` on its largest free dim;
 * optimizer state (any optax state): `derive_shardings` matches each leaf to the param it mirrors
   by tree path (`mu/<param path>`), so a new optimizer needs no sharding code either;
 * batches: split along `batch` -> (data, fsdp), placed with `place_batch` from each process's rows;
@@ -59,6 +60,7 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 LARGE_PARAM = 1 << 20  # elements; larger params must not be fully replicated on a sharded mesh
+FSDP_FALLBACK_MIN = 1 << 16  # elements; smaller params without an fsdp dim stay replicated
 
 
 class ShardingError(ConfigError):
@@ -214,12 +216,39 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def _fsdp_fallback(spec: PartitionSpec, names: Sequence[str | None], shape: Sequence[int],
+                   mesh: Mesh) -> PartitionSpec:
+    """Gives `fsdp` to the largest free dim of a param that no rule split over fsdp.
+
+    Params whose dims carry no `embed` (a fast memory's per-head initial weights [L, H, K, F],
+    conv taps over channels, ...) would otherwise be whole on every device under pure FSDP. The
+    stacked `layers` dim is never chosen (scan slices it one layer at a time).
+    """
+    size = dict(mesh.shape).get("fsdp", 1)
+    entries = list(spec) + [None] * (len(shape) - len(spec))
+    used = {a for e in entries for a in _as_tuple(e)}
+    if size == 1 or "fsdp" in used or math.prod(shape) < FSDP_FALLBACK_MIN:
+        return spec
+    free = [i for i, (e, n) in enumerate(zip(entries, names))
+            if e is None and n != "layers" and shape[i] % size == 0]
+    if not free:
+        return spec
+    entries[max(free, key=lambda i: shape[i])] = "fsdp"
+    return PartitionSpec(*entries)
+
+
 def param_shardings(axes_tree: Any, abstract_params: Any, mesh: Mesh, rules=RULES) -> Any:
-    """NamedSharding per param from its logical axes (`hope_jax.train.state.logical_axes`)."""
-    return jax.tree.map(
-        lambda axes, p: NamedSharding(mesh, logical_to_spec(axes, p.shape, mesh, rules)),
-        axes_tree, abstract_params, is_leaf=lambda x: isinstance(x, tuple),
-    )
+    """NamedSharding per param from its logical axes (`hope_jax.train.state.logical_axes`).
+
+    `rules` first; then params of >= `FSDP_FALLBACK_MIN` elements that got no fsdp axis are split
+    over fsdp on their largest free dim (`_fsdp_fallback`), so any model is fully sharded.
+    """
+
+    def one(axes, p):
+        spec = logical_to_spec(axes, p.shape, mesh, rules)
+        return NamedSharding(mesh, _fsdp_fallback(spec, axes, p.shape, mesh))
+
+    return jax.tree.map(one, axes_tree, abstract_params, is_leaf=lambda x: isinstance(x, tuple))
 
 
 def _key(k) -> str:

@@ -193,6 +193,20 @@ def test_rules_table_to_specs():
         spec(("embed", "memory_width"), (64, 64))
 
 
+def test_fsdp_fallback_for_params_without_embed():
+    """A fast memory's initial weights [L, H, K, F] carry no `embed`: fsdp takes the largest dim."""
+    axes = {"w": ("layers", "heads", None, None), "small": ("layers", "heads", None),
+            "q": ("embed", "heads", "kv")}
+    params = {"w": jax.ShapeDtypeStruct((3, 4, 128, 512), jnp.float32),
+              "small": jax.ShapeDtypeStruct((3, 4, 64), jnp.float32),
+              "q": jax.ShapeDtypeStruct((64, 4, 16), jnp.float32)}
+    spec = lambda m: {k: v.spec for k, v in sharding.param_shardings(axes, params, m).items()}
+    assert spec(_mesh(1, 8, 1)) == {"w": P(None, None, None, "fsdp"), "small": P(None, None, None),
+                                    "q": P("fsdp", None, None)}
+    assert spec(_mesh(1, 4, 2))["w"] == P(None, "tensor", None, "fsdp")
+    assert spec(_mesh(8, 1, 1))["w"] == P(None, None, None, None)  # pure DP: replicated
+
+
 def test_optimizer_state_shardings_follow_params():
     """Any optax state: moments mirror params; factored stats keep the dims they share."""
     m = _mesh(1, 4, 2)
