@@ -13,11 +13,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
+from hope_jax.models.hope import HopeAttentionBlock, HopeBlock
+from hope_jax.models.ntp import ntp_forward, ntp_segment
 from hope_jax.models.titans import TITANS_MODELS
 from hope_jax.models.transformer import TransformerBlock, norm
 from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
 
-MODELS: dict[str, type[nn.Module]] = {"transformer": TransformerBlock, **TITANS_MODELS}
+MODELS: dict[str, type[nn.Module]] = {
+    "transformer": TransformerBlock, **TITANS_MODELS,
+    "hope": HopeBlock, "hope_attention": HopeAttentionBlock,
+}
 
 
 def register_model(name: str, block_cls: type[nn.Module]) -> None:
@@ -65,9 +70,11 @@ class LM(nn.Module):
             positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         if segment_ids_BT is None:
             segment_ids_BT = jnp.ones((b, t), jnp.int32)
+        block_cls = _block_cls(cfg)
+        if getattr(MODELS[cfg.name], "supports_ntp", False) and ntp_segment(cfg, t):
+            return ntp_forward(cfg, block_cls, tokens_BT, positions_BT, segment_ids_BT)
         embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dt, pdt, name="embed")
         x = embed(tokens_BT)
-        block_cls = _block_cls(cfg)
         if cfg.scan_layers:
             stack = nn.scan(
                 _ScanCell,

@@ -35,8 +35,9 @@ def attend(q_BTHK, k_BSGK, v_BSGK, mask_B1TS):
         k_BSGK = jnp.repeat(k_BSGK, h // g, axis=2)
         v_BSGK = jnp.repeat(v_BSGK, h // g, axis=2)
     scale = q_BTHK.shape[-1] ** -0.5
-    logits = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSGK).astype(jnp.float32) * scale
-    logits = jnp.where(mask_B1TS, logits, jnp.finfo(jnp.float32).min)
+    f32 = jnp.promote_types(q_BTHK.dtype, jnp.float32)  # fp32 softmax (fp64 under x64 tests)
+    logits = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSGK).astype(f32) * scale
+    logits = jnp.where(mask_B1TS, logits, jnp.finfo(f32).min)
     p = jax.nn.softmax(logits, axis=-1).astype(v_BSGK.dtype)
     return jnp.einsum("bhts,bshk->bthk", p, v_BSGK)
 
@@ -61,7 +62,13 @@ class Attention(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT=None):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, cache=None):
+        """Returns o_BTD, or (o_BTD, new_cache) when a KV cache is given.
+
+        The cache (see `init_cache`) holds keys/values/segment ids of the tokens seen so far in a
+        fixed-size buffer; `x_BTD` are the next T tokens (segments of a sequence, or decoding
+        with T = 1): they attend to the cached tokens and to themselves, causally.
+        """
         d = x_BTD.shape[-1]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h, g, k = self.num_heads, self.num_kv_heads, self.head_dim
@@ -70,9 +77,32 @@ class Attention(nn.Module):
         v = DenseGeneral((g, k), ("embed",), ("heads", "kv"), self.std, name="v", **kw)(x_BTD)
         q = rope(q, positions_BT, self.rope_theta)
         kk = rope(kk, positions_BT, self.rope_theta)
-        t = x_BTD.shape[1]
-        idx_BT = jnp.broadcast_to(jnp.arange(t), x_BTD.shape[:2])
-        mask = causal_mask(idx_BT, idx_BT, segment_ids_BT, segment_ids_BT, self.window)
-        o = attend(q, kk, v, mask)
-        return DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or self.std, name="o",
-                            **kw)(o)
+        b, t = x_BTD.shape[:2]
+        if segment_ids_BT is None:
+            segment_ids_BT = jnp.ones((b, t), jnp.int32)
+        out = DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or self.std, name="o",
+                           **kw)
+        idx_BT = jnp.broadcast_to(jnp.arange(t), (b, t))
+        if cache is None:
+            mask = causal_mask(idx_BT, idx_BT, segment_ids_BT, segment_ids_BT, self.window)
+            return out(attend(q, kk, v, mask))
+        start = cache["len"].astype(jnp.int32)
+        zero = jnp.zeros((), jnp.int32)
+        k_all = jax.lax.dynamic_update_slice(cache["k"], kk.astype(cache["k"].dtype),
+                                             (zero, start, zero, zero))
+        v_all = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype),
+                                             (zero, start, zero, zero))
+        seg_all = jax.lax.dynamic_update_slice(cache["seg"], segment_ids_BT.astype(jnp.int32),
+                                               (zero, start))
+        s = k_all.shape[1]
+        idx_BS = jnp.broadcast_to(jnp.arange(s), (b, s))
+        mask = causal_mask(idx_BT + start, idx_BS, segment_ids_BT, seg_all, self.window)
+        o = attend(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask)
+        return out(o), {"k": k_all, "v": v_all, "seg": seg_all, "len": start + t}
+
+
+def init_cache(batch: int, max_len: int, num_kv_heads: int, head_dim: int, dtype=jnp.float32):
+    """An empty KV cache for `Attention(..., cache=...)` (segment id 0 never matches a token)."""
+    return {"k": jnp.zeros((batch, max_len, num_kv_heads, head_dim), dtype),
+            "v": jnp.zeros((batch, max_len, num_kv_heads, head_dim), dtype),
+            "seg": jnp.zeros((batch, max_len), jnp.int32), "len": jnp.zeros((), jnp.int32)}

@@ -77,9 +77,10 @@ class RMSNorm(nn.Module):
             "scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
             (x.shape[-1],), self.param_dtype,
         )
-        x32 = x.astype(jnp.float32)
+        f32 = jnp.promote_types(x.dtype, jnp.float32)  # fp32 at least (fp64 stays fp64)
+        x32 = x.astype(f32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        scale = jnp.reshape(scale.astype(jnp.float32), (1,) * (x.ndim - 1) + (-1,))
+        scale = jnp.reshape(scale.astype(f32), (1,) * (x.ndim - 1) + (-1,))
         return (y * scale).astype(x.dtype)
 
 
@@ -128,10 +129,11 @@ class SwiGLU(nn.Module):
 def rope(x_BTHK, positions_BT, theta: float = 10000.0):
     """Rotary position embedding (half-split convention), computed in fp32."""
     k = x_BTHK.shape[-1]
-    freq_K2 = theta ** (-jnp.arange(0, k, 2, dtype=jnp.float32) / k)
-    ang_BTK2 = positions_BT.astype(jnp.float32)[..., None] * freq_K2[None, None, :]
+    f32 = jnp.promote_types(x_BTHK.dtype, jnp.float32)
+    freq_K2 = theta ** (-jnp.arange(0, k, 2, dtype=f32) / k)
+    ang_BTK2 = positions_BT.astype(f32)[..., None] * freq_K2[None, None, :]
     sin, cos = jnp.sin(ang_BTK2)[:, :, None, :], jnp.cos(ang_BTK2)[:, :, None, :]
-    x = x_BTHK.astype(jnp.float32)
+    x = x_BTHK.astype(f32)
     x1, x2 = x[..., : k // 2], x[..., k // 2 :]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTHK.dtype)

@@ -1,0 +1,116 @@
+"""HOPE block (SPEC §4.5, Eqs. 94-97, A5): pre-norm residual sequence mixer -> CMS chain.
+
+    h = x + Mixer(Norm(x))                      Mixer = self-modifying Titans (`hope`) or global
+                                                softmax attention (`hope_attention`)
+    y = CMS(h)                                  levels fast -> slow, each h <- h + MLP_l(Norm(h))
+                                                (sequential, Eq. 70/73), or the aggregated
+                                                independent variant h + sum_l a_l MLP_l(Norm_l(h))
+                                                (Eq. 74); `nested` = sequential + Eq. 72 re-init.
+
+The block runs in two modes:
+  * stack mode `block(x, positions, segment_ids) -> x` (the LM's usual layer stack): CMS levels
+    are static FFNs, or run their own `local` update (memory/cms.py);
+  * segment mode `block(x, positions, segment_ids, carry) -> (x, mixer_state)`: used by the LM
+    when CMS levels learn from the next-token loss (`ntp`): carry = {"mixer": state or None,
+    "deltas": per-level fast parts (None for static levels), "keeps": per-level token masks,
+    "zs": zero-valued stand-ins for a new document's Delta, "max_len": sequence length}.
+
+Shape legend: B batch, T time, D width.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hope_jax.config import ModelConfig
+from hope_jax.memory import cms
+from hope_jax.models.transformer import norm, out_std
+from hope_jax.nn.attention import Attention, init_cache
+from hope_jax.nn.layers import dtype_of
+
+
+class AttentionMixer(nn.Module):
+    """Global causal softmax attention with the mixer interface (Hope-Attention, SPEC §4.5)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, state=None, max_len: int = 0):
+        cfg = self.cfg
+        attn = Attention(cfg.num_heads, cfg.kv_heads, cfg.head_dim, 0, cfg.rope_theta,
+                         cfg.init_std, out_std(cfg), dtype_of(cfg.dtype), dtype_of(cfg.param_dtype),
+                         name="attn")
+        if state is None and not max_len:
+            return attn(x_BTD, positions_BT, segment_ids_BT), None
+        if state is None:
+            state = init_cache(x_BTD.shape[0], max_len, cfg.kv_heads, cfg.head_dim,
+                               jnp.promote_types(dtype_of(cfg.dtype), jnp.float32))
+        return attn(x_BTD, positions_BT, segment_ids_BT, cache=state)
+
+
+def _mixer(cfg: ModelConfig, attention: bool) -> nn.Module:
+    if attention:
+        return AttentionMixer(cfg, name="mixer")
+    from hope_jax.memory.self_modifying import SelfModifyingTitans
+
+    return SelfModifyingTitans(cfg, out_std=out_std(cfg), name="mixer")
+
+
+class HopeBlock(nn.Module):
+    """Self-modifying Titans -> CMS (model name `hope`)."""
+
+    cfg: ModelConfig
+    attention: bool = False
+    supports_ntp = True  # the LM may run it segment by segment with CMS fast weights (ntp)
+
+    @nn.compact
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
+        cfg, hc = self.cfg, self.cfg.hope
+        mixer = _mixer(cfg, self.attention)
+        h_in = norm(cfg, "mixer_norm")(x_BTD)
+        if carry is None:
+            y, _ = mixer(h_in, positions_BT, segment_ids_BT)
+            state = None
+        elif self.attention:
+            y, state = mixer(h_in, positions_BT, segment_ids_BT, carry["mixer"], carry["max_len"])
+        else:
+            y, state = mixer(h_in, positions_BT, segment_ids_BT, carry["mixer"])
+        h = x_BTD + y.astype(x_BTD.dtype)
+        levels = [cms.CMSLevel(cfg.hidden, cfg.init_std, out_std(cfg), dtype_of(cfg.param_dtype),
+                               name=f"cms_{i}")(cfg.d_model) for i in range(len(hc.cms_periods))]
+        h = self._cms(levels, h, positions_BT, segment_ids_BT, carry)
+        return h if carry is None else (h, state)
+
+    def _cms(self, levels, h, positions_BT, segment_ids_BT, carry):
+        cfg, hc = self.cfg, self.cfg.hope
+        dt = dtype_of(cfg.dtype)
+        t = h.shape[1]
+
+        def run(i, p, x):
+            if carry is not None and carry["deltas"][i] is not None:
+                return cms.level_forward(p, x, carry["deltas"][i], carry["keeps"][i],
+                                         cfg.norm_eps, dt, carry["zs"][i])
+            period = hc.cms_periods[i]
+            if carry is None and hc.cms_signal == "local" and 0 < period < t:
+                return cms.local_level(p, x, segment_ids_BT, positions_BT, period, hc.cms_lr,
+                                       hc.persist_state, cfg.norm_eps)
+            return cms.level_forward(p, x, eps=cfg.norm_eps, dtype=dt)
+
+        if hc.cms_variant != "independent":  # sequential chain (Eq. 70); nested re-init in lm.py
+            for i, p in enumerate(levels):
+                h = run(i, p, h)
+            return h
+        agg = self.param("cms_agg", nn.with_logical_partitioning(
+            nn.initializers.constant(1.0 / len(levels)), ("norm",)), (len(levels),),
+            dtype_of(cfg.param_dtype))
+        out = h
+        for i, p in enumerate(levels):  # Eq. 74: h + sum_l a_l MLP_l(Norm_l(h))
+            out = out + agg[i].astype(h.dtype) * (run(i, p, h) - h)
+        return out
+
+
+class HopeAttentionBlock(HopeBlock):
+    """Hope-Attention (SPEC §4.5): global softmax attention -> CMS (model name `hope_attention`)."""
+
+    attention: bool = True
