@@ -31,10 +31,11 @@ POS = jnp.broadcast_to(jnp.arange(T), (B, T))
 X = jax.random.normal(jax.random.PRNGKey(0), (B, T, D), jnp.float64)
 
 
-def _cfg(**hope):
+def _cfg(closed_form=True, remat_every=4, **hope):
     hope = {"chunk_size": 4, "memory_hidden_mult": 2.0, **hope}
     return ModelConfig(d_model=D, num_heads=H, dtype="float64", param_dtype="float64",
-                       hope=HopeConfig(**hope))
+                       hope=HopeConfig(**hope),
+                       memory=MemoryConfig(closed_form=closed_form, remat_every=remat_every))
 
 
 BASE = _cfg(other_chunk_size=2)
@@ -136,8 +137,10 @@ def test_chunked_matches_token_reference(chunk, other):
     dict(inner_optimizer="gd", momentum=False, weight_decay=False, static_proj="k",
          other_chunk_size=2),
     dict(adaptive_q=True, static_proj="v", other_chunk_size=8),
+    dict(closed_form=False, other_chunk_size=2),  # the engine's dgd() step scanned per token
 ])
 def test_variants_match_token_reference(hope):
+    """Ablation paths, adaptive q, and the per-token-step path ≡ the reference."""
     cfg = _cfg(**hope)
     p = _params(cfg)
     y, st = _run(cfg, p)
@@ -232,7 +235,7 @@ def test_each_switch_changes_output(switch):
 
 def test_outer_gradient_matches_finite_differences():
     """Meta-gradient through every inner write (A14) ≡ central finite differences."""
-    cfg = _cfg(chunk_size=2, other_chunk_size=4)
+    cfg = _cfg(chunk_size=2, other_chunk_size=4, remat_every=0)
     p = _params(cfg)
     t = 8
     w = jax.random.normal(jax.random.PRNGKey(5), (B, t, D), jnp.float64)

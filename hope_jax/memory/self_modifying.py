@@ -41,11 +41,12 @@ from hope_jax.config import ModelConfig
 from hope_jax.memory.optimizers import InnerOptimizer, TokenContext, dgd, titans
 from hope_jax.memory.rules import MemoryArch, gate_bias, l2, make_arch, token_loss
 from hope_jax.memory.scan import chunked_scan
+from hope_jax.memory.self_modifying_chunk import closed_form_write, supports
 from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
 
 _VECS = ("q", "k", "v")
 _GATE_INIT = {"lr": 0.1, "momentum": 0.9, "retain": 0.99}  # ours: eta/lr_max, beta, alpha at init
-_ACT = "gelu"  # sigma of Eq. 89 (unspecified in the paper; the engine's default)
+_ACT, _ACT_FN = "gelu", jax.nn.gelu  # sigma of Eq. 89 (unspecified in the paper; engine default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,8 @@ class SelfModSpec:
       self_target: M_mem's target is M_mem(v_t) (Eq. 87) instead of v_t (Titans).
       lr_max: eta_t <= lr_max (A9).
       remat_every: chunks per `jax.checkpoint` group of each scan.
+      closed_form: end-of-chunk states in closed form (`self_modifying_chunk`, matmuls + one
+        C x C triangular solve) instead of scanning the optimizer's per-token step.
     """
 
     arch: MemoryArch
@@ -72,6 +75,7 @@ class SelfModSpec:
     self_target: bool
     lr_max: float
     remat_every: int = 0
+    closed_form: bool = True
 
 
 def layer_spec(cfg: ModelConfig) -> SelfModSpec:
@@ -87,7 +91,8 @@ def layer_spec(cfg: ModelConfig) -> SelfModSpec:
     opt = dgd(hc.momentum) if hc.inner_optimizer == "dgd" else titans(hc.momentum, hc.weight_decay)
     arch = make_arch("mlp", cfg.head_dim, cfg.head_dim, 2, hc.memory_hidden_mult, _ACT, True)
     return SelfModSpec(arch, opt, hc.chunk_size, hc.other_chunk_size or hc.chunk_size, adaptive,
-                       gates, hc.self_modify, hc.lr_max, cfg.memory.remat_every)
+                       gates, hc.self_modify, hc.lr_max, cfg.memory.remat_every,
+                       cfg.memory.closed_form and supports(arch))
 
 
 def _l2norm(x, eps: float = 1e-6):
@@ -129,6 +134,12 @@ def _apply(arch, ref, x_CK):
     return arch.apply(w, x_CK) if axis is None else jax.vmap(arch.apply)(w, x_CK)
 
 
+def _read(arch, init_w, w, x_CK, after_C):
+    """M(W_ref; x) per token: chunk-start weights (A1), or the initial ones after a doc start."""
+    y = arch.apply(w, x_CK)
+    return y if after_C is None else jnp.where(after_C[:, None], arch.apply(init_w, x_CK), y)
+
+
 def _write(spec, init_w, w, s, after_C, k_CK, v_CK, gates_C, reset_C, valid_C, self_target):
     """One chunk of inner updates of one memory (Eq. 88 + A6 + A9 via the engine's optimizer).
 
@@ -140,6 +151,10 @@ def _write(spec, init_w, w, s, after_C, k_CK, v_CK, gates_C, reset_C, valid_C, s
       self_target: the target is M(W_ref; v) (Eq. 87) instead of v.
     """
     arch, opt = spec.arch, spec.optimizer
+    if spec.closed_form:
+        return closed_form_write(arch, _ACT_FN, opt.name.startswith("dgd"), init_w,
+                                 w, s, after_C, reset_C, k_CK, v_CK, gates_C, valid_C,
+                                 self_target)
     ref = _ref(init_w, w, after_C)
     # v^ = M(W_ref; v) (Eq. 87) is computed outside jax.grad: a constant of the inner loss
     # (A15), while the outer gradient still flows through it (A14).
@@ -172,7 +187,7 @@ def _aux_chunk(spec, consts, fast, xc, reset_C, valid_C):
     of M_mem at the chunk-start states (Eq. 83/86, A1), then self-update (Eq. 87-88)."""
     init_M, after = consts["init"], _after(reset_C)
     (w_M, s_M), arch = fast, spec.arch
-    read = jax.vmap(lambda i, w, x: _apply(arch, _ref(i, w, after), x), (0, 0, 1))
+    read = jax.vmap(lambda i, w, x: _read(arch, i, w, x, after), (0, 0, 1))
     out_MCK = read(init_M, w_M, xc["x"])
     out = {n: out_MCK[m] for m, n in enumerate(spec.adaptive)}
     vecs = {n: out.get(n, xc.get(n)) for n in _VECS}  # adaptive M_n(x^n) or static x W_n
@@ -188,7 +203,7 @@ def _aux_chunk(spec, consts, fast, xc, reset_C, valid_C):
 def _main_chunk(spec, consts, fast, xc, reset_C, valid_C):
     """M_mem: y_t = M_mem(W_{c-1}; q_t) (Eq. 83, A1), then the chunk's writes (Eq. 88)."""
     after = _after(reset_C)
-    y = _apply(spec.arch, _ref(consts, fast[0], after), xc["q"])
+    y = _read(spec.arch, consts, fast[0], xc["q"], after)
     new = _write(spec, consts, fast[0], fast[1], after, xc["k"], xc["v"], xc["gates"], reset_C,
                  valid_C, spec.self_target)
     return new, y
