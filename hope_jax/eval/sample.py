@@ -1,13 +1,17 @@
 """Text sampling from a trained LM: greedy, temperature and top-k.
 
-This version recomputes the causal forward over a fixed-size buffer each token (one compiled
-function for the whole generation); it is exact for every model because all models are causal.
+Models that decode recurrently (`models/decode.py`: KV cache + carried fast state) are sampled
+token by token; the others recompute the causal forward over a fixed-size buffer each token (one
+compiled function for the whole generation), which is exact for every model because all models are
+causal.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from hope_jax.models.decode import Decoder, decode_chunk
 
 
 def _pick(logits_V, key, temperature: float, top_k: int):
@@ -23,7 +27,7 @@ def _pick(logits_V, key, temperature: float, top_k: int):
 
 def generate(model, params, prompt_ids: list[int], max_new_tokens: int, *,
              temperature: float = 0.0, top_k: int = 0, seed: int = 0,
-             stop_id: int | None = None) -> list[int]:
+             stop_id: int | None = None, recurrent: bool = True) -> list[int]:
     """Returns the generated continuation (without the prompt).
 
     Args:
@@ -34,9 +38,13 @@ def generate(model, params, prompt_ids: list[int], max_new_tokens: int, *,
       top_k: keep only the k most likely tokens (0 = all).
       seed: sampling RNG seed.
       stop_id: stop early when this id is produced (e.g. the tokenizer's EOS).
+      recurrent: decode with carried state when the model supports it (else recompute).
     """
     if not prompt_ids:
         raise ValueError("the prompt must contain at least one token")
+    if recurrent and decode_chunk(model.cfg):
+        return _generate_recurrent(model, params, prompt_ids, max_new_tokens, temperature, top_k,
+                                   seed, stop_id)
     n = len(prompt_ids) + max_new_tokens
     buf = jnp.zeros((1, n), jnp.int32).at[0, : len(prompt_ids)].set(jnp.asarray(prompt_ids))
 
@@ -54,4 +62,23 @@ def generate(model, params, prompt_ids: list[int], max_new_tokens: int, *,
         out.append(tok)
         if stop_id is not None and tok == stop_id:
             break
+    return out
+
+
+def _generate_recurrent(model, params, prompt_ids, max_new_tokens, temperature, top_k, seed,
+                        stop_id):
+    n = len(prompt_ids) + max_new_tokens
+    dec = Decoder(model.cfg, params, max_len=n)
+    logits, st = dec.prefill(dec.init(1), [prompt_ids])
+    logits = logits[0, -1]
+    pick = jax.jit(lambda lg, key: _pick(lg, key, temperature, top_k))
+    key = jax.random.key(seed)
+    out = []
+    for pos in range(len(prompt_ids), n):
+        tok = int(pick(logits, jax.random.fold_in(key, pos)))
+        out.append(tok)
+        if (stop_id is not None and tok == stop_id) or pos == n - 1:
+            break
+        lg, st = dec.step(st, [tok])
+        logits = lg[0]
     return out

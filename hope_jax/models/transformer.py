@@ -33,10 +33,15 @@ class TransformerBlock(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, cache=None):
+        """Returns the block output, or (output, new KV cache) when `cache` is given (decoding)."""
         cfg = self.cfg
         attn = Attention(cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.attn_window,
                          cfg.rope_theta, cfg.init_std, out_std(cfg), dtype_of(cfg.dtype),
                          dtype_of(cfg.param_dtype), name="attn")
-        h = x_BTD + attn(norm(cfg, "attn_norm")(x_BTD), positions_BT, segment_ids_BT)
-        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        a = attn(norm(cfg, "attn_norm")(x_BTD), positions_BT, segment_ids_BT, cache=cache)
+        if cache is not None:
+            a, cache = a
+        h = x_BTD + a
+        y = h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        return y if cache is None else (y, cache)
