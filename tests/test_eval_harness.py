@@ -46,11 +46,13 @@ def test_loglikelihood_equals_direct(run):
     reqs = [("def f(x):", " return x"), ("hello", " world!"), ("", "abc"), ("a" * 50, " tail")]
     got = lm.loglikelihood([_Req(*r) for r in reqs])
     tok = run.tokenizer
+    fwd = jax.jit(lambda x: run.model.apply({"params": run.params}, x))
     for (ctx, cont), (lp, _) in zip(reqs, got):
         ci = tok.encode(ctx) or [tok.eos_id]
         full = (ci + tok.encode(cont))[-33:]  # max_length 32 -> keep the last 33 tokens
-        logits = run.model.apply({"params": run.params}, jnp.asarray([full[:-1]]))[0]
-        logp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), -1))
+        x = np.zeros((1, 64), np.int32)  # right padding: causal, real positions unchanged
+        x[0, :len(full) - 1] = full[:-1]
+        logp = np.asarray(jax.nn.log_softmax(fwd(jnp.asarray(x))[0].astype(jnp.float32), -1))
         k = len(tok.encode(cont))
         want = sum(logp[i, full[i + 1]] for i in range(len(full) - 1 - k, len(full) - 1))
         assert lp == pytest.approx(want, abs=1e-4)
