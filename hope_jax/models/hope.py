@@ -13,7 +13,8 @@ The block runs in two modes:
   * segment mode `block(x, positions, segment_ids, carry) -> (x, mixer_state)`: used by the LM
     when CMS levels learn from the next-token loss (`ntp`): carry = {"mixer": state or None,
     "deltas": per-level fast parts (None for static levels), "keeps": per-level token masks,
-    "zs": zero-valued stand-ins for a new document's Delta, "max_len": sequence length}.
+    "zs": zero-valued stand-ins for a new document's Delta}; `max_len` (attribute) sizes the KV
+    cache of Hope-Attention.
 
 Shape legend: B batch, T time, D width.
 """
@@ -62,6 +63,7 @@ class HopeBlock(nn.Module):
 
     cfg: ModelConfig
     attention: bool = False
+    max_len: int = 0  # sequence length in segment mode (size of the attention KV cache)
     supports_ntp = True  # the LM may run it segment by segment with CMS fast weights (ntp)
 
     @nn.compact
@@ -73,7 +75,7 @@ class HopeBlock(nn.Module):
             y, _ = mixer(h_in, positions_BT, segment_ids_BT)
             state = None
         elif self.attention:
-            y, state = mixer(h_in, positions_BT, segment_ids_BT, carry["mixer"], carry["max_len"])
+            y, state = mixer(h_in, positions_BT, segment_ids_BT, carry["mixer"], self.max_len)
         else:
             y, state = mixer(h_in, positions_BT, segment_ids_BT, carry["mixer"])
         h = x_BTD + y.astype(x_BTD.dtype)

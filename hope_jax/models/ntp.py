@@ -48,9 +48,9 @@ class _Cell(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, state, deltas, keeps, zs):
-        carry = {"mixer": state, "deltas": deltas, "keeps": keeps, "zs": zs,
-                 "max_len": self.max_len}
-        return self.block_cls(self.cfg, name="block")(x, positions, segment_ids, carry)
+        carry = {"mixer": state, "deltas": deltas, "keeps": keeps, "zs": zs}
+        block = self.block_cls(self.cfg, max_len=self.max_len, name="block")
+        return block(x, positions, segment_ids, carry)
 
 
 class SegmentBody(nn.Module):

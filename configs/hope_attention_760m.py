@@ -1,0 +1,13 @@
+"""Hope-Attention at the paper's 760m scale (SPEC §4.5): global softmax attention -> 3-level CMS.
+
+Same recipe and CMS as `configs/hope_760m.py`; CMS width 1472 lands on the nominal size.
+"""
+
+from hope_jax.config import default_config_dict
+from hope_jax.recipes import paper_recipe
+
+
+def get_config():
+    c = paper_recipe(default_config_dict(), "760m", name="hope_attention", mlp_hidden=1472)
+    c.model.hope.update(chunk_size=16, cms_periods=(16, 256, 0), cms_signal="ntp", cms_lr=1e-2)
+    return c
