@@ -68,11 +68,13 @@ def test_chunked_matches_reference(chunk, kind, mom_decay, objective):
     _close(s, s_ref)
 
 
-@pytest.mark.parametrize("momentum,decay", [(True, False), (False, True)])
-def test_momentum_or_decay_alone(momentum, decay):
+@pytest.mark.parametrize("momentum,decay,manual", [(True, False, True), (False, True, True),
+                                                   (True, True, False)])
+def test_momentum_or_decay_alone(momentum, decay, manual):
+    """Each gate alone; and the closed form with `jax.vjp` per slot instead of the merged one."""
     arch = _arch("mlp")
-    spec = MemorySpec(arch, rules.l2, optimizers.titans(momentum, decay), 4)
-    (y, s), (y_ref, s_ref) = _both(spec, _init(arch), *_inputs())
+    spec = MemorySpec(arch, rules.l2, optimizers.titans(momentum, decay), 4, manual_grads=manual)
+    (y, s), (y_ref, s_ref) = _both(spec, _init(arch), *_inputs(), segment_ids_BT=SEG)
     _close(y, y_ref)
     _close(s, s_ref)
 

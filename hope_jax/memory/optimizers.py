@@ -17,8 +17,9 @@ closed form instead: suffix products of A by `lax.associative_scan` and ONE weig
 product per state slot, never materialising per-token gradients (SPEC §4.4, §7.1). Rules whose
 decay is a matrix (DGD, SPEC Eqs. 56-57/88, A9) or nonlinear (DMGD Eq. 50, Newton-Schulz Eq. 42-44)
 leave `transition=None` and get the general path: per-token gradients at the chunk-start weights in
-one vmapped call, then `lax.scan` of `step` inside the chunk. A deep optimizer with learned
-parameters (e.g. DMGD's momentum MLP) closes over them when it is built inside a module.
+one vmapped call, then `lax.scan` of `step` inside the chunk (also used for read-after-write).
+A deep optimizer with learned parameters (e.g. DMGD's momentum MLP) closes over them when it is
+built inside a module.
 
 Shape legend: C chunk tokens, N state slots (1 + len(opt_state)).
 """
@@ -162,7 +163,7 @@ def make_inner_optimizer(name: str, momentum: bool, decay: bool) -> InnerOptimiz
 
 
 # --------------------------------------------------------------------------------------------
-# Closed-form helpers for affine recurrences z_t = A_t z_{t-1} + b_t g_t inside a chunk.
+# Closed-form helper for affine recurrences z_t = A_t z_{t-1} + b_t g_t inside a chunk.
 # --------------------------------------------------------------------------------------------
 
 
@@ -175,31 +176,3 @@ def suffix_products(a_CNN: jax.Array) -> tuple[jax.Array, jax.Array]:
     eye = jnp.broadcast_to(jnp.eye(a_CNN.shape[-1], dtype=a_CNN.dtype), a_CNN.shape[1:])
     p_CNN = jnp.concatenate([q_CNN[1:], eye[None]], axis=0)
     return p_CNN, q_CNN[0]
-
-
-def affine_prefix(a_CNN: jax.Array, b_slots: tuple) -> tuple[jax.Array, tuple]:
-    """Per-token composition of z_t = A_t z_{t-1} + B_t (B_t: N pytrees with leading C).
-
-    Returns (A^(t), B^(t)) with z_t = A^(t) z_0 + B^(t) for every t, by `lax.associative_scan`
-    (element (A, B) o (A', B') = (A A', A B' + B) with (A, B) the later step).
-    """
-
-    def mix(a_CNN_, slots):  # (A slots)_i = sum_j A_ij slot_j, per token
-        def one(i):
-            return _tmap(lambda *xs: sum(_bcast(a_CNN_[:, i, j], x) for j, x in enumerate(xs)),
-                         *slots)
-
-        return tuple(one(i) for i in range(len(slots)))
-
-    def combine(early, late):
-        a1, b1 = early
-        a2, b2 = late
-        b = tuple(_tmap(jnp.add, x, y) for x, y in zip(mix(a2, b1), b2))
-        return a2 @ a1, b
-
-    return jax.lax.associative_scan(combine, (a_CNN, b_slots))
-
-
-def _bcast(c_C: jax.Array, x_C: jax.Array) -> jax.Array:
-    """Broadcasts a per-token scalar [C] against a per-token tensor [C, ...]."""
-    return c_C.reshape(c_C.shape + (1,) * (x_C.ndim - c_C.ndim)) * x_C

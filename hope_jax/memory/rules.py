@@ -87,6 +87,33 @@ class MemoryArch:
                 h = act(h)
         return x_CK + h if self.residual else h
 
+    def weighted_grads(self, params: Params, x_CK: jax.Array, target_CV: jax.Array,
+                       objective: Objective, coef_NC: jax.Array) -> Params:
+        """sum_c coef[j, c] * grad_W objective(M(W; x_c), target_c), for every row j at once.
+
+        The chunk-parallel write (SPEC §4.4): one forward, one backward of the output error
+        through the layers shared by all rows j, then per layer one contraction over the chunk
+        (layer input^T diag(coef_j) delta). Leaves are [N, in, out]. Equal to
+        `vmap(vjp(loss_C))(coef)` (tested), with the N backward passes merged into one.
+        """
+        act = _ACTS[self.activation]
+        hs, us, h = [x_CK], [], x_CK
+        for i, w in enumerate(params):
+            u = h @ w
+            us.append(u)
+            if i < len(params) - 1:
+                h = act(u)
+                hs.append(h)
+        pred = x_CK + u if (self.kind == "mlp" and self.residual) else u
+        delta = jax.vmap(jax.grad(objective))(pred, target_CV)  # dL/dpred per token
+        grads = [None] * len(params)
+        for i in reversed(range(len(params))):
+            grads[i] = jnp.einsum("ck,ncf->nkf", hs[i], coef_NC[:, :, None] * delta[None])
+            if i:
+                slope = jax.jvp(act, (us[i - 1],), (jnp.ones_like(us[i - 1]),))[1]
+                delta = (delta @ params[i].T) * slope
+        return tuple(grads)
+
 
 def make_arch(kind: str, dim_in: int, dim_out: int, depth: int = 2, hidden_mult: float = 4.0,
               activation: str = "gelu", residual: bool = True) -> MemoryArch:

@@ -31,12 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hope_jax.memory.optimizers import (
-    InnerOptimizer,
-    TokenContext,
-    affine_prefix,
-    suffix_products,
-)
+from hope_jax.memory.optimizers import InnerOptimizer, TokenContext, suffix_products
 from hope_jax.memory.rules import MemoryArch, Objective, token_loss
 
 Params = Any
@@ -114,6 +109,8 @@ class MemorySpec:
       read_after_write: tokens read the state after their own write (default: before, A1).
       remat_every: chunks per `jax.checkpoint` group (0 = no remat).
       closed_form: use the optimizer's `transition` closed form when it has one.
+      manual_grads: in the closed form, merge the per-slot backward passes
+        (`MemoryArch.weighted_grads`) instead of vmapping `jax.vjp` over the slots.
     """
 
     arch: MemoryArch
@@ -123,6 +120,7 @@ class MemorySpec:
     read_after_write: bool = False
     remat_every: int = 0
     closed_form: bool = True
+    manual_grads: bool = True
 
 
 class MemoryState(NamedTuple):
@@ -173,16 +171,18 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
     coef_NC = jnp.einsum("cij,cj->ic", p_CNN, b_CN)  # slot i weight of g_c (SPEC §4.4 dual form)
     n = a_CNN.shape[-1]
     z0 = (params, *opt_state)
-    _, vjp = jax.vjp(loss_C, params)
+    if spec.manual_grads:  # one shared backward for all state slots (rules.weighted_grads)
+        wgrads = lambda w, c: arch.weighted_grads(w, k, v, spec.objective, c)
+    else:
+        wgrads = lambda w, c: jax.vmap(jax.vjp(loss_C, w)[1])(c)[0]
     if reset_C is None:
-        g = jax.vmap(vjp)(coef_NC)[0]
+        g = wgrads(params, coef_NC)
         y = arch.apply(params, q)
         zinit_terms = []
     else:
         after_C = jnp.cumsum(reset_C.astype(jnp.int32)) > 0  # tokens of a doc begun in this chunk
-        _, vjp_init = jax.vjp(loss_C, init_params)
-        g = jax.vmap(vjp)(jnp.where(after_C, 0.0, coef_NC))[0]
-        g_init = jax.vmap(vjp_init)(jnp.where(after_C, coef_NC, 0.0))[0]
+        g = wgrads(params, jnp.where(after_C, 0.0, coef_NC))
+        g_init = wgrads(init_params, jnp.where(after_C, coef_NC, 0.0))
         g = jax.tree_util.tree_map(jnp.add, g, g_init)
         y = jnp.where(after_C[:, None], arch.apply(init_params, q), arch.apply(params, q))
         r_NN = jnp.einsum("cij,cjk,c->ik", p_CNN, a_CNN, reset_C.astype(k.dtype))
@@ -199,68 +199,39 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
 
 
 def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
-    """One chunk by per-token gradients: any optimizer, read-before or read-after-write."""
+    """One chunk token by token: any optimizer, read-before or read-after-write.
+
+    A `lax.scan` over the C tokens: each token's gradient at its reference weights (the
+    chunk-start weights, or the initial weights after a document start inside the chunk), then the
+    optimizer's `step`. Per-token gradients are never stacked: on CPU that materialisation (C |W|
+    per sequence and head) costs more than the matrix-vector products it would batch.
+    With read-after-write, token t is read right after its own write.
+    """
     arch, opt = spec.arch, spec.optimizer
-    grad = jax.vmap(jax.grad(token_loss(arch, spec.objective)), (None, 0, 0))
-    g_C = grad(params, k, v)
-    after_C = None
+    grad = jax.grad(token_loss(arch, spec.objective))
+    after_C = jnp.zeros(k.shape[:1], bool)
     if reset_C is not None:
         after_C = jnp.cumsum(reset_C.astype(jnp.int32)) > 0
-        g_init = grad(init_params, k, v)
-        g_C = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(after_C.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), g_C, g_init)
-    z0 = (params, *opt_state)
-    zinit = (init_params, *opt.init(init_params))
-    if spec.optimizer.transition is not None:
-        a_CNN, b_CN = opt.transition(gates)
-        a_CNN, b_CN = a_CNN.astype(k.dtype), b_CN.astype(k.dtype)
-        n = a_CNN.shape[-1]
-        slots = tuple(_per_token_scale(b_CN[:, i], g_C) for i in range(n))
-        if reset_C is not None:
-            rmask = reset_C.astype(k.dtype)
-            inject = tuple(_mix_const(rmask[:, None] * a_CNN[:, i, :], zinit) for i in range(n))
-            slots = tuple(jax.tree_util.tree_map(jnp.add, s, d) for s, d in zip(slots, inject))
-            a_CNN = jnp.where(reset_C[:, None, None], 0.0, a_CNN)
-        acc_CNN, b_slots = affine_prefix(a_CNN, slots)
-        z_t = tuple(jax.tree_util.tree_map(jnp.add, b_slots[i], _mix_const(acc_CNN[:, i, :], z0))
-                    for i in range(n))
-        w_t = z_t[0]
-        final = tuple(jax.tree_util.tree_map(lambda x: x[-1], z) for z in z_t)
-        new_params, new_opt = final[0], final[1:]
-    else:
-        ctx = TokenContext(k, v, gates)
-        resets = jnp.zeros(k.shape[:1], bool) if reset_C is None else reset_C
+    resets = jnp.zeros(k.shape[:1], bool) if reset_C is None else reset_C
+    zinit = (init_params, tuple(opt.init(init_params)))
 
-        def tok(carry, xs):
-            g_t, ctx_t, r_t = xs
-            w, s = carry
-            w, s = jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, b, a), (w, s),
-                                          (zinit[0], zinit[1:]))
-            w, s = opt.step(w, s, g_t, ctx_t)
-            return (w, tuple(s)), (w if spec.read_after_write else None)
+    def tok(carry, xs):
+        ctx_t, r_t, a_t, q_t = xs
+        w_ref = params if reset_C is None else jax.tree_util.tree_map(
+            lambda i, p: jnp.where(a_t, i, p), init_params, params)
+        w, s = jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, b, a), carry, zinit)
+        w, s = opt.step(w, s, grad(w_ref, ctx_t.k, ctx_t.v), ctx_t)
+        return (w, tuple(s)), (arch.apply(w, q_t) if spec.read_after_write else None)
 
-        (new_params, new_opt), w_t = jax.lax.scan(tok, (params, tuple(opt_state)),
-                                                  (g_C, ctx, resets))
+    (new_params, new_opt), y_raw = jax.lax.scan(
+        tok, (params, tuple(opt_state)), (TokenContext(k, v, gates), resets, after_C, q))
     if spec.read_after_write:
-        y = jax.vmap(arch.apply)(w_t, q)
-    elif after_C is None:
+        y = y_raw
+    elif reset_C is None:
         y = arch.apply(params, q)
     else:
         y = jnp.where(after_C[:, None], arch.apply(init_params, q), arch.apply(params, q))
     return new_params, tuple(new_opt), y
-
-
-def _mix_const(c_CN, trees):
-    """sum_j c[:, j] * trees[j] for token-independent pytrees -> per-token pytree [C, ...]."""
-    def one(*xs):
-        return sum(c_CN[:, j].reshape((-1,) + (1,) * x.ndim) * x[None] for j, x in enumerate(xs))
-
-    return jax.tree_util.tree_map(one, *trees)
-
-
-def _per_token_scale(c_C, tree_C):
-    return jax.tree_util.tree_map(
-        lambda x: c_C.reshape(c_C.shape + (1,) * (x.ndim - 1)) * x, tree_C)
 
 
 def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BHTK: jax.Array,
