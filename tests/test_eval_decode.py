@@ -56,7 +56,9 @@ def test_generate_recurrent_matches_recompute():
 
 
 def test_unsupported_models_fall_back():
-    cfg, model, params = _model("transformer", **{"model.name": "titans_lmm"})
-    assert decode_chunk(cfg.model) == 0
-    out = generate(model, params, [1, 2], 3, temperature=0.0)  # exact recompute path
-    assert len(out) == 3
+    """Titans and in-context-CMS HOPE report no recurrent support (generate then recomputes)."""
+    for name, over in (("titans_lmm", {}), ("hope", {"model.hope.cms_signal": "ntp"})):
+        cfg = tiny_config(**{"model.name": name, **over})
+        assert decode_chunk(cfg.model) == 0
+        with pytest.raises(ValueError, match="cannot decode"):
+            Decoder(cfg.model, None, 8)
