@@ -103,10 +103,18 @@ def _apply(cfg, reference=False, f64_norm=True):
     return f
 
 
+# tiny shapes: compile time dominates, so skip LLVM's optimisations (~2x faster compiles)
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _jit(f):
+    return jax.jit(f, compiler_options=_FAST_COMPILE)
+
+
 @functools.cache
 def _fn(cfg, reference=False, f64_norm=True):
     """Jitted `_apply` (one compile per config and input signature)."""
-    return jax.jit(_apply(cfg, reference, f64_norm))
+    return _jit(_apply(cfg, reference, f64_norm))
 
 
 def _run(cfg, params, x=X, seg=SEG, state=None, reference=False, f64_norm=True):
@@ -120,7 +128,7 @@ def _close(a, b, tol=1e-10):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("chunk,other", [(1, 1), (4, 16), (16, 4), (4, 2)])
+@pytest.mark.parametrize("chunk,other", [(1, 1), (4, 16), (16, 4)])
 def test_chunked_matches_token_reference(chunk, other):
     """Chunked scan ≡ per-token loop of Eqs. 83-89 (A1), mid-chunk document starts included;
     (1, 1) is the exact per-token recurrence."""
@@ -202,7 +210,7 @@ def test_static_equals_titans_layer(opt):
     y, _ = _run(cfg, p, f64_norm=False)
     titans = NeuralMemory(H, D // H, mc, cfg.init_std, dtype=jnp.float64,
                           param_dtype=jnp.float64)
-    y_titans = jax.jit(titans.apply)(p, X, SEG)
+    y_titans = _jit(titans.apply)(p, X, SEG)
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_titans), rtol=1e-5, atol=1e-5)
     assert float(jnp.std(y)) > 1e-2
 
@@ -240,8 +248,8 @@ def test_outer_gradient_matches_finite_differences():
     t = 8
     w = jax.random.normal(jax.random.PRNGKey(5), (B, t, D), jnp.float64)
     f = _apply(cfg)
-    loss = jax.jit(lambda q: jnp.sum(w * f(q, X[:, :t], SEG[:, :t], None)[0]))
-    g = jax.jit(jax.grad(loss))(p)
+    loss_fn = lambda q: jnp.sum(w * f(q, X[:, :t], SEG[:, :t], None)[0])
+    loss, g = _jit(loss_fn), _jit(jax.grad(loss_fn))(p)
     leaves, tree = jax.tree_util.tree_flatten(p)
     keys = jax.random.split(jax.random.PRNGKey(6), len(leaves))
     u = jax.tree_util.tree_unflatten(tree, [jax.random.normal(k, a.shape, a.dtype)
