@@ -166,6 +166,19 @@ def test_causal():
     assert float(jnp.abs(y[:, 9:] - y2[:, 9:]).min(axis=(0, 2)).max()) > 0
 
 
+def test_padded_tail():
+    """T = 13 (not a multiple of the chunks): outputs = the longer run's prefix; padded tail
+    tokens never write (state ≡ the token-by-token reference's)."""
+    cfg = BASE
+    p = _params(cfg)
+    y, _ = _run(cfg, p)
+    y13, st13 = _run(cfg, p, X[:, :13], SEG[:, :13])
+    _close(y13, y[:, :13])
+    y_ref, st_ref = _run(cfg, p, X[:, :13], SEG[:, :13], reference=True)
+    _close(y13, y_ref)
+    _close(st13, st_ref)
+
+
 def test_segment_carry_equals_one_pass():
     """Two calls (8 + 8 tokens; carried fast state, conv tails, document ids) ≡ one pass."""
     cfg = BASE

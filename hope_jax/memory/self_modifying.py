@@ -16,9 +16,12 @@ M_mem, and every memory updates itself in context:
 Everything a token reads (its k, v, q, gates, targets, gradients, output) uses the memories'
 state at the END of the previous chunk (A1): chunk `other_chunk_size` for the k/v/eta/alpha(/q)
 memories, `chunk_size` for M_mem. So the layer is two `chunked_scan`s: the first produces
-k, v, q, eta, alpha for all tokens, the second runs M_mem on them. Inside a chunk, per-token
-gradients are taken in one vmapped call and the engine's `dgd()` / `titans()` step is scanned over
-the tokens (the DGD decay is a matrix, so there is no scalar closed form).
+k, v, q, eta, alpha for all tokens, the second runs M_mem on them. The adaptive memories are
+stacked on an axis M and vmapped (one graph for all). A chunk's end state is computed in closed
+form (`self_modifying_chunk`: matmuls and one C x C unit-triangular inverse shared by the
+memories) or, with `memory.closed_form=False`, by per-token gradients in one vmapped call and
+a scan of the engine's `dgd()` / `titans()` step (the definition; both are tested against the
+token-by-token `self_modifying_reference`).
 
 Choices (ours): every adaptive memory has its own input map W_m (a shared x_t is the special case
 W_m all equal; separate maps keep k != v at init, where every memory is ~identity, A15, and make
@@ -120,20 +123,6 @@ def _finish(spec: SelfModSpec, vecs: dict, logits: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _ref(init_w, w, after_C):
-    """Each token's reference weights (A1): the chunk-start W, shared by the chunk (in_axis None),
-    or, when a document starts inside the chunk, per token W or W_0 for tokens after it (A4)."""
-    if after_C is None:
-        return w, None
-    sel = lambda a, b: jnp.where(after_C.reshape((-1,) + (1,) * a.ndim), b[None], a[None])
-    return jax.tree_util.tree_map(sel, w, init_w), 0
-
-
-def _apply(arch, ref, x_CK):
-    w, axis = ref
-    return arch.apply(w, x_CK) if axis is None else jax.vmap(arch.apply)(w, x_CK)
-
-
 def _read(arch, init_w, w, x_CK, after_C):
     """M(W_ref; x) per token: chunk-start weights (A1), or the initial ones after a doc start."""
     y = arch.apply(w, x_CK)
@@ -155,12 +144,15 @@ def _write(spec, init_w, w, s, after_C, k_CK, v_CK, gates_C, reset_C, valid_C, s
         return closed_form_write(arch, _ACT_FN, opt.name.startswith("dgd"), init_w,
                                  w, s, after_C, reset_C, k_CK, v_CK, gates_C, valid_C,
                                  self_target)
-    ref = _ref(init_w, w, after_C)
+    ref, ax = w, None  # reference weights (A1): chunk start, or W_0 after a doc start (A4)
+    if after_C is not None:
+        sel = lambda a, b: jnp.where(after_C.reshape((-1,) + (1,) * a.ndim), b[None], a[None])
+        ref, ax = jax.tree_util.tree_map(sel, w, init_w), 0
     # v^ = M(W_ref; v) (Eq. 87) is computed outside jax.grad: a constant of the inner loss
     # (A15), while the outer gradient still flows through it (A14).
-    tgt = _apply(arch, ref, v_CK) if self_target else v_CK
+    tgt = (jax.vmap(arch.apply, (ax, 0))(ref, v_CK)) if self_target else v_CK
     # every token's gradient at its reference (chunk-start) weights, one vmapped call (A1, Eq. 90)
-    g_C = jax.vmap(jax.grad(token_loss(arch, l2)), (ref[1], 0, 0))(ref[0], k_CK, tgt)
+    g_C = jax.vmap(jax.grad(token_loss(arch, l2)), (ax, 0, 0))(ref, k_CK, tgt)
     zinit = (init_w, tuple(opt.init(init_w)))
 
     def tok(ws, xs):  # the optimizer's own per-token step (DGD's decay is a matrix: no scan form)
@@ -210,13 +202,9 @@ def _main_chunk(spec, consts, fast, xc, reset_C, valid_C):
 
 
 def _run(spec, chunk_fn, consts, fast, xs, chunk):
-    """`chunked_scan` over chunks of `chunk_fn`, vmapped over (B, H).
-
-    With document ids, every chunk takes the per-token-reference path (no `lax.cond` on
-    resets: with packed rows most chunks of a batch hold some boundary, and one branch halves
-    the compile); its extra cost is reading per-token weights, the size of the per-token
-    gradients that DGD materialises anyway.
-    """
+    """`chunked_scan` over chunks of `chunk_fn`, vmapped over (B, H). With document ids every
+    chunk takes the reset-aware path (no `lax.cond`: packed rows put a boundary in most chunks
+    of a batch anyway, and one branch halves the compile)."""
 
     def body(fast_, xc):
         def f(cst, fst, x):
