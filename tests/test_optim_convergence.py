@@ -25,7 +25,6 @@ TABLE = {
     "dmgd": (1.0, 1e-4, 0.1, 0.98),
     "muon": (0.05, 1e-5, 0.1, 0.98),
     "m3": (0.01, 0.1, 0.3, 0.95),
-    "m3_paper": (0.01, 0.1, 0.3, 0.95),
     "m3_ema": (0.02, 0.01, 0.01, 0.98),
 }
 STEPS = 300
@@ -59,7 +58,9 @@ def _problems():
 
 
 def test_table_covers_every_registered_optimizer():
-    assert set(TABLE) == set(OPTIMIZERS)
+    """m3_paper is the same builder as m3 (Algorithm 1), so it is not trained twice."""
+    assert set(TABLE) | {"m3_paper"} == set(OPTIMIZERS)
+    assert OPTIMIZERS["m3_paper"].__code__ is OPTIMIZERS["m3"].__code__
 
 
 def _train(cfg):
