@@ -280,10 +280,12 @@ class SelfModifyingTitans(nn.Module):
       conv:     {proj name: [B, W-1, H*K]} last inputs of each causal conv;
       conv_seg: [B, W-1] their document ids;  prev_seg: [B] document id of the last token.
     Fast state and conv tails are in the state dtype (>= fp32). Splitting a sequence into calls
-    whose lengths are multiples of both chunk sizes gives exactly the one-pass result.
+    whose lengths are multiples of both chunk sizes gives exactly the one-pass result; a shorter
+    tail is padded (padding never writes), and the next call starts a new chunk there.
 
     Attributes:
-      cfg: model config (reads hope, memory.remat_every, d_model, num_heads, head_dim, dtypes).
+      cfg: model config (reads hope, memory.remat_every / closed_form, d_model, num_heads,
+        head_dim, dtypes).
       out_std: init std of the output projection (default cfg.init_std).
     """
 
