@@ -1,7 +1,7 @@
 """Train state: params, optimizer state and step, built from the config in one place.
 
 The logical axes of every parameter are read from the abstract init (`jax.eval_shape`, nothing
-allocated), so optimizer routing (`hope_jax.optim.param_groups`) and sharding
+allocated), so optimizer routing (`hope_jax.optim.labelled_groups`) and sharding
 (`hope_jax.sharding`) both use the annotations the layers declare. With a mesh, the state is
 created directly in its sharding (`jax.jit(init, out_shardings=...)`): no device ever holds a full
 copy of a sharded param or optimizer moment.
@@ -20,9 +20,9 @@ from jax.sharding import Mesh
 
 from hope_jax import sharding
 from hope_jax.config import Config
+from hope_jax.memory.cms import wrap_outer_levels
 from hope_jax.models.lm import LM
-from hope_jax.optim import build_optimizer
-from hope_jax.optim.registry import param_groups
+from hope_jax.optim import build_optimizer, labelled_groups
 
 
 @flax.struct.dataclass
@@ -57,8 +57,14 @@ def param_count(cfg: Config) -> int:
 
 
 def make_optimizer(cfg: Config, model: nn.Module | None = None) -> optax.GradientTransformation:
-    groups = param_groups(logical_axes(cfg, model))
-    return build_optimizer(cfg.optim, cfg.train.steps, groups)
+    """The outer optimizer; CMS levels with the `outer` signal update every P steps (SPEC §7.0)."""
+    axes = logical_axes(cfg, model)
+    tx = build_optimizer(cfg.optim, cfg.train.steps, labelled_groups(axes))
+    hc = cfg.model.hope
+    if cfg.model.name.startswith("hope"):
+        tx = wrap_outer_levels(tx, axes, hc.cms_periods, hc.cms_signal,
+                               is_leaf=lambda x: isinstance(x, tuple))
+    return tx
 
 
 def _init_fn(cfg: Config, model: nn.Module, tx: optax.GradientTransformation):
