@@ -3,11 +3,13 @@
     python benchmarks/inner_loop_speed.py                       # T=2048, chunk 64, B=4, H=4, K=64
     python benchmarks/inner_loop_speed.py --seq 512 --chunk 16 --grad
 
-Memory: 2-layer residual MLP per head (hidden 4K), L2 objective, Titans momentum + forget gate
-(the `titans_lmm` default), fp32. Both forms compute the same function (the tests check it to
-1e-10 in float64): every token's gradient at its chunk-start weights, per-token momentum/decay.
+Memory: 2-layer residual MLP per head (hidden 4K, normalised output), L2 objective, Titans
+momentum + forget gate (the `titans_lmm` default), fp32. The forms compute the same function
+(the tests check it to 1e-10 in float64): every token's gradient at its chunk-start weights,
+per-token momentum/decay.
 `memory_scan` (closed form with one merged backward; with `jax.vjp` vmapped over the state
-slots instead; and its general token-by-token-inside-the-chunk path) is timed against
+slots instead; read-after-write in dual form (a different function: tokens also see their own
+chunk's writes); and its general token-by-token-inside-the-chunk path) is timed against
 `reference_scan` (one `lax.scan` step per token). Times are medians of interleaved rounds
 (block_until_ready) after compilation, so load on a shared machine hits every form alike.
 """
@@ -53,7 +55,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     b, h, t, k = args.batch, args.heads, args.seq, args.head_dim
-    arch = rules.make_arch("mlp", k, k, depth=2, hidden_mult=4.0)
+    arch = rules.make_arch("mlp", k, k, depth=2, hidden_mult=4.0, out_norm=True)
     opt = optimizers.titans(momentum=True, decay=True)
     ip = jax.vmap(lambda kk: arch.init(kk))(jax.random.split(jax.random.PRNGKey(1), h))
     q, kk, v, gates = _inputs(b, h, t, k)
@@ -61,6 +63,8 @@ def main(argv=None):
         "chunked_closed_form": (memory_scan, MemorySpec(arch, rules.l2, opt, args.chunk)),
         "chunked_vjp_slots": (memory_scan, MemorySpec(arch, rules.l2, opt, args.chunk,
                                                       manual_grads=False)),
+        "chunked_read_after": (memory_scan, MemorySpec(arch, rules.l2, opt, args.chunk,
+                                                       read_after_write=True)),
         "chunked_general": (memory_scan, MemorySpec(arch, rules.l2, opt, args.chunk,
                                                     closed_form=False)),
         "token_by_token": (reference_scan, MemorySpec(arch, rules.l2, opt, args.chunk)),

@@ -37,7 +37,9 @@ def _init(arch, seed=1):
 
 
 def _arch(kind):
-    return rules.make_arch(kind, K, K, depth=2, hidden_mult=2.0)
+    """linear, mlp (residual) or mlp_norm (residual + RMS-normalised output)."""
+    return rules.make_arch(kind.removesuffix("_norm"), K, K, depth=2, hidden_mult=2.0,
+                           out_norm=kind.endswith("_norm"))
 
 
 def _close(a, b, tol=1e-10):
@@ -51,10 +53,12 @@ def _both(spec, ip, q, k, v, g, **kw):
     return run(spec, ip, q, k, v, g, **kw), ref(spec, ip, q, k, v, g, **kw)
 
 
-_FULL = [(4, kind, md, obj) for kind in ("linear", "mlp") for md in (False, True)
-         for obj in ("l2", "dot")]
-_EDGES = [(c, kind, True, obj) for c in (1, 16) for kind in ("linear", "mlp")
-          for obj in ("l2", "dot")]
+# chunk 4: every (momentum/decay, objective) for the MLP, two for the linear memory; chunk 1 and
+# 16 (one chunk = the whole sequence): both memories, both objectives, momentum + decay on.
+_FULL = [(4, "mlp", md, obj) for md in (False, True) for obj in ("l2", "dot")]
+_FULL += [(4, "linear", False, "l2"), (4, "linear", True, "dot")]
+_EDGES = [(1, "linear", True, "l2"), (1, "mlp_norm", True, "dot"), (16, "linear", True, "dot"),
+          (16, "mlp_norm", True, "l2")]
 
 
 @pytest.mark.parametrize("chunk,kind,mom_decay,objective", _FULL + _EDGES)
@@ -72,18 +76,30 @@ def test_chunked_matches_reference(chunk, kind, mom_decay, objective):
                                                    (True, True, False)])
 def test_momentum_or_decay_alone(momentum, decay, manual):
     """Each gate alone; and the closed form with `jax.vjp` per slot instead of the merged one."""
-    arch = _arch("mlp")
+    arch = _arch("mlp_norm")
     spec = MemorySpec(arch, rules.l2, optimizers.titans(momentum, decay), 4, manual_grads=manual)
     (y, s), (y_ref, s_ref) = _both(spec, _init(arch), *_inputs(), segment_ids_BT=SEG)
     _close(y, y_ref)
     _close(s, s_ref)
 
 
-@pytest.mark.parametrize("opt,raw", [("titans", True), ("titans_general", False), ("dgd", False),
-                                     ("dgd", True)])
+@pytest.mark.parametrize("chunk,kind,objective", [(4, "linear", "l2"), (4, "mlp_norm", "dot"),
+                                                  (16, "mlp_norm", "l2"), (16, "mlp", "l2")])
+def test_read_after_write_dual_form_matches_reference(chunk, kind, objective):
+    """Read-after-write in closed form (dual form, C x C per layer) == per-token loop."""
+    arch = _arch(kind)
+    spec = MemorySpec(arch, rules.OBJECTIVES[objective], optimizers.titans(), chunk,
+                      read_after_write=True)
+    (y, s), (y_ref, s_ref) = _both(spec, _init(arch), *_inputs(lr_max=0.3), segment_ids_BT=SEG)
+    _close(y, y_ref)
+    _close(s, s_ref)
+
+
+@pytest.mark.parametrize("opt,raw", [("titans_general", True), ("titans_general", False),
+                                     ("dgd", False), ("dgd", True)])
 def test_general_path_matches_reference(opt, raw):
     """Per-token-gradient path: read-after-write, forced general path, DGD (no closed form)."""
-    arch = _arch("mlp")
+    arch = _arch("mlp_norm")
     inner = optimizers.dgd(True) if opt == "dgd" else optimizers.titans()
     spec = MemorySpec(arch, rules.l2, inner, 4, read_after_write=raw,
                       closed_form=opt != "titans_general")

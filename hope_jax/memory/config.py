@@ -22,6 +22,8 @@ class MemoryConfig:
     hidden_mult: float = field(4.0, positive=True, help="MLP memory hidden width / head dim")
     activation: str = field("gelu", choices=("gelu", "silu", "relu"), help="MLP nonlinearity")
     residual: bool = field(True, help="M(x) = x + MLP(x) (SPEC Eq. 89, A15)")
+    out_norm: bool = field(True, help="M(x) = x + RMSNorm(MLP(x)): keeps the inner loop stable "
+                                      "(lucidrains/TTT LayerNorm-residual; ours)")
     # --- inner objective and optimizer (SPEC Def. 1, Titans Eqs. 12-14, A6, A9) ---
     objective: str = field("l2", choices=("l2", "dot"),
                            help="inner loss: l2 = 1/2||M(k)-v||^2, dot = -<M(k), v>")

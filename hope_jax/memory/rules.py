@@ -41,6 +41,9 @@ class MemoryArch:
       hidden: hidden width F of the MLP.
       activation: nonlinearity between MLP layers.
       residual: M(x) = x + MLP(x) (SPEC Eq. 89; needs K == V).
+      out_norm: M(x) = x + RMSNorm(MLP(x)) (parameter-free, over V): the output scale no longer
+        grows with the weights, so GD on the inner loss cannot run away (lucidrains' and TTT's
+        LayerNorm-residual memory, SPEC §4.6 notes). MLP only.
     """
 
     kind: str
@@ -50,6 +53,7 @@ class MemoryArch:
     hidden: int = 0
     activation: str = "gelu"
     residual: bool = True
+    out_norm: bool = False
 
     def shapes(self) -> tuple[tuple[int, int], ...]:
         """Shapes of the layer matrices (W_0 consumes the key)."""
@@ -64,14 +68,15 @@ class MemoryArch:
         The linear memory starts at 0 (empty memory, as linear attention). MLP layers use
         std fan_in^-1/2, so that an L2-normalized key (||k|| = 1) gives a hidden vector of norm
         ~1 and the inner problem's curvature stays O(1) per token (inner lr ~ 0.1-1 is stable);
-        the last layer is small so that the residual memory starts near the identity (SPEC A15).
+        without `out_norm` the last layer is small so that the residual memory starts near the
+        identity (SPEC A15); with it, small outputs would only inflate the normalised gradient.
         """
         if self.kind == "linear":
             return (jnp.zeros(self.shapes()[0], dtype),)
         keys = jax.random.split(key, self.depth)
         out = []
         for i, (k, (a, b)) in enumerate(zip(keys, self.shapes())):
-            std = 0.02 if i == self.depth - 1 else a**-0.5
+            std = 0.02 if (i == self.depth - 1 and not self.out_norm) else a**-0.5
             out.append(std * jax.random.normal(k, (a, b), dtype))
         return tuple(out)
 
@@ -85,16 +90,20 @@ class MemoryArch:
             h = h @ w
             if i < len(params) - 1:
                 h = act(h)
+        if self.out_norm:
+            h = h * _rms_inv(h)
         return x_CK + h if self.residual else h
 
-    def weighted_grads(self, params: Params, x_CK: jax.Array, target_CV: jax.Array,
-                       objective: Objective, coef_NC: jax.Array) -> Params:
-        """sum_c coef[j, c] * grad_W objective(M(W; x_c), target_c), for every row j at once.
+    def backprop(self, params: Params, x_CK: jax.Array, target_CV: jax.Array,
+                 objective: Objective) -> tuple[list, list]:
+        """Per-token layer inputs and output errors of the inner loss at `params`.
 
-        The chunk-parallel write (SPEC §4.4): one forward, one backward of the output error
-        through the layers shared by all rows j, then per layer one contraction over the chunk
-        (layer input^T diag(coef_j) delta). Leaves are [N, in, out]. Equal to
-        `vmap(vjp(loss_C))(coef)` (tested), with the N backward passes merged into one.
+        grad_{W_l} objective(M(W; x_c), target_c) = hs[l][c]^T ds[l][c] (an outer product per
+        token and layer): everything the chunk-parallel forms need, from one forward and one
+        backward over the chunk (SPEC §4.4, §7.1).
+
+        Returns:
+          (hs, ds): lists over layers of [C, in_l] and [C, out_l].
         """
         act = _ACTS[self.activation]
         hs, us, h = [x_CK], [], x_CK
@@ -104,26 +113,75 @@ class MemoryArch:
             if i < len(params) - 1:
                 h = act(u)
                 hs.append(h)
-        pred = x_CK + u if (self.kind == "mlp" and self.residual) else u
+        mlp = self.kind == "mlp"
+        r = _rms_inv(u) if (mlp and self.out_norm) else None
+        out = u if r is None else u * r
+        pred = x_CK + out if (mlp and self.residual) else out
         delta = jax.vmap(jax.grad(objective))(pred, target_CV)  # dL/dpred per token
-        grads = [None] * len(params)
+        if r is not None:  # back through y = u r, r = (mean(u^2) + eps)^-1/2
+            y = u * r
+            delta = r * (delta - y * jnp.mean(delta * y, -1, keepdims=True))
+        ds = [None] * len(params)
         for i in reversed(range(len(params))):
-            grads[i] = jnp.einsum("ck,ncf->nkf", hs[i], coef_NC[:, :, None] * delta[None])
+            ds[i] = delta
             if i:
                 slope = jax.jvp(act, (us[i - 1],), (jnp.ones_like(us[i - 1]),))[1]
                 delta = (delta @ params[i].T) * slope
-        return tuple(grads)
+        return hs, ds
+
+    @staticmethod
+    def contract(hs: list, ds: list, coef_NC: jax.Array) -> Params:
+        """sum_c coef[j, c] hs[l][c]^T ds[l][c] per layer: N weighted gradient sums [N, in, out]."""
+        return tuple(jnp.einsum("ck,ncf->nkf", h, coef_NC[:, :, None] * d[None])
+                     for h, d in zip(hs, ds))
+
+    def weighted_grads(self, params: Params, x_CK: jax.Array, target_CV: jax.Array,
+                       objective: Objective, coef_NC: jax.Array) -> Params:
+        """sum_c coef[j, c] * grad_W objective(M(W; x_c), target_c), for every row j at once.
+
+        One forward, one backward shared by all rows j, then per layer one contraction over
+        the chunk. Equal to `vmap(vjp(loss_C))(coef)` (tested), without the N backward passes.
+        """
+        return self.contract(*self.backprop(params, x_CK, target_CV, objective), coef_NC)
+
+    def apply_evolving(self, x_CK: jax.Array, bases: list, base_coef_CM: jax.Array, hs: list,
+                       ds: list, coef_CC: jax.Array) -> jax.Array:
+        """y_t = M(W_t; x_t) for per-token weights given in dual form (TTT-style, read-after-write):
+
+          W_t = sum_m base_coef[t, m] bases[m] + sum_s coef[t, s] hs[s]^T ds[s]   (per layer)
+
+        so that x_t W_t = sum_m base_coef[t, m] (x_t bases[m]) + sum_s coef[t, s] (x_t . hs[s])
+        ds[s]: C x C "attention" per layer instead of C weight copies.
+        """
+        act = _ACTS[self.activation]
+        h = x_CK
+        for i in range(len(hs)):
+            u = sum(base_coef_CM[:, m, None] * (h @ base[i]) for m, base in enumerate(bases))
+            u = u + (coef_CC * (h @ hs[i].T)) @ ds[i]
+            if i < len(hs) - 1:
+                h = act(u)
+        if self.kind == "linear":
+            return u
+        if self.out_norm:
+            u = u * _rms_inv(u)
+        return x_CK + u if self.residual else u
+
+
+def _rms_inv(u: jax.Array, eps: float = 1e-6) -> jax.Array:
+    return jax.lax.rsqrt(jnp.mean(u * u, -1, keepdims=True) + eps)
 
 
 def make_arch(kind: str, dim_in: int, dim_out: int, depth: int = 2, hidden_mult: float = 4.0,
-              activation: str = "gelu", residual: bool = True) -> MemoryArch:
+              activation: str = "gelu", residual: bool = True,
+              out_norm: bool = False) -> MemoryArch:
     """Builds a `MemoryArch`; `hidden_mult` scales the key width to the MLP hidden width."""
     if kind == "mlp" and residual and dim_in != dim_out:
         raise ValueError(f"residual MLP memory needs dim_in == dim_out, got {dim_in}, {dim_out}")
     if kind == "mlp" and depth < 2:
         raise ValueError(f"MLP memory needs depth >= 2, got {depth}")
     return MemoryArch(kind, dim_in, dim_out, depth if kind == "mlp" else 1,
-                      max(1, int(round(hidden_mult * dim_in))), activation, residual)
+                      max(1, int(round(hidden_mult * dim_in))), activation, residual,
+                      out_norm and kind == "mlp")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,11 +6,13 @@ levels reuse it). `memory_scan` runs a fast-weight memory over a sequence with i
   per chunk c (SPEC §4.4, A1, §7.1):
     * every token's inner gradient is taken at the chunk-start weights W_{c-1};
     * the optimizer recurrence inside the chunk is solved in closed form (suffix products of the
-      optimizer's transition matrices by `lax.associative_scan`, then one weighted VJP per state
-      slot; no per-token gradient tensors) or, for rules without a transition (DGD, deep
-      optimizers), by materialising per-token gradients and scanning the optimizer's `step`;
+      optimizer's transition matrices by `lax.associative_scan`; weighted gradient sums from one
+      shared forward/backward over the chunk; no per-token gradient or weight tensors) or, for
+      rules without a transition (DGD, deep optimizers), by a `lax.scan` of the optimizer's
+      `step` over the chunk's tokens;
     * retrieval y_t = M(W_{c-1}; q_t) (read-before-write, default, strictly causal) or
-      y_t = M(W_t; q_t) with W_t the state after token t's own write (read-after-write).
+      y_t = M(W_t; q_t) with W_t the state after token t's own write (read-after-write, TTT's
+      mini-batch semantics; in closed form via the dual form, C x C per layer).
   Chunk size 1 is exactly the token-by-token recurrence.
 
 Documents: with `segment_ids`, the fast state is reset to the initial (meta-learned) weights at
@@ -159,11 +161,40 @@ def _tsum(coeffs, trees):
     return jax.tree_util.tree_map(lambda *xs: sum(c * x for c, x in zip(coeffs, xs)), *trees)
 
 
+def _token_coefficients(a_eff_CNN, b_CN, a_CNN, reset_C):
+    """Per-token dual-form coefficients of slot 0 (the weights) inside a chunk.
+
+    z_t = A_t z_{t-1} + b_t g_t (A_t cut to 0 at a document start, where A_t z_init enters):
+      w_t = sum_m pz[t, m] z0_m + sum_m rz[t, m] zinit_m + sum_{s <= t} cw[t, s] g_s.
+    One `lax.scan` over the C tokens carrying the contribution vectors of every g_s (C x N),
+    exact for any transition matrices (no division by prefix products).
+    """
+    c, n = b_CN.shape
+    rmask = jnp.zeros((c,), a_CNN.dtype) if reset_C is None else reset_C.astype(a_CNN.dtype)
+
+    def step(carry, xs):
+        e_CN, pz_NN, rz_NN = carry
+        a_eff, b, a, r, onehot = xs
+        e_CN = e_CN @ a_eff.T + onehot[:, None] * b[None]
+        pz_NN, rz_NN = a_eff @ pz_NN, a_eff @ rz_NN + r * a
+        return (e_CN, pz_NN, rz_NN), (e_CN[:, 0], pz_NN[0], rz_NN[0])
+
+    eye = jnp.eye(n, dtype=a_CNN.dtype)
+    carry = (jnp.zeros((c, n), a_CNN.dtype), eye, jnp.zeros_like(eye))
+    xs = (a_eff_CNN, b_CN, a_CNN, rmask, jnp.eye(c, dtype=a_CNN.dtype))
+    _, (cw_CC, pz_CN, rz_CN) = jax.lax.scan(step, carry, xs)
+    return cw_CC, pz_CN, rz_CN
+
+
 def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
-    """One chunk for an optimizer with a `transition` and read-before-write (no per-token grads)."""
+    """One chunk for an optimizer with a `transition` (no per-token weight copies).
+
+    End state: suffix products of the transitions (`lax.associative_scan`) give each token's
+    weight in every state slot; the weighted gradient sums come from one shared backward
+    (`MemoryArch.backprop` + `contract`). Read-after-write retrieval uses the dual form
+    (`MemoryArch.apply_evolving`) with per-token coefficients from `_token_coefficients`.
+    """
     arch, opt = spec.arch, spec.optimizer
-    loss = token_loss(arch, spec.objective)
-    loss_C = lambda w: jax.vmap(loss, (None, 0, 0))(w, k, v)
     a_CNN, b_CN = opt.transition(gates)
     a_CNN, b_CN = a_CNN.astype(k.dtype), b_CN.astype(k.dtype)
     a_eff = a_CNN if reset_C is None else jnp.where(reset_C[:, None, None], 0.0, a_CNN)
@@ -171,22 +202,37 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
     coef_NC = jnp.einsum("cij,cj->ic", p_CNN, b_CN)  # slot i weight of g_c (SPEC §4.4 dual form)
     n = a_CNN.shape[-1]
     z0 = (params, *opt_state)
-    if spec.manual_grads:  # one shared backward for all state slots (rules.weighted_grads)
-        wgrads = lambda w, c: arch.weighted_grads(w, k, v, spec.objective, c)
-    else:
+    zinit = (init_params, *opt.init(init_params))
+    after_C = None if reset_C is None else jnp.cumsum(reset_C.astype(jnp.int32)) > 0
+    if spec.manual_grads:  # per-token layer inputs / errors at each token's reference weights
+        hs, ds = arch.backprop(params, k, v, spec.objective)
+        if after_C is not None:  # tokens of a document begun in this chunk: initial weights
+            hs_i, ds_i = arch.backprop(init_params, k, v, spec.objective)
+            pick = lambda x0, xi: jnp.where(after_C[:, None], xi, x0)
+            hs, ds = list(map(pick, hs, hs_i)), list(map(pick, ds, ds_i))
+        g = arch.contract(hs, ds, coef_NC)
+    else:  # N vector-Jacobian products (kept as a cross-check and for exotic architectures)
+        loss = token_loss(arch, spec.objective)
+        loss_C = lambda w: jax.vmap(loss, (None, 0, 0))(w, k, v)
         wgrads = lambda w, c: jax.vmap(jax.vjp(loss_C, w)[1])(c)[0]
-    if reset_C is None:
-        g = wgrads(params, coef_NC)
+        if after_C is None:
+            g = wgrads(params, coef_NC)
+        else:
+            g = jax.tree_util.tree_map(jnp.add, wgrads(params, jnp.where(after_C, 0.0, coef_NC)),
+                                       wgrads(init_params, jnp.where(after_C, coef_NC, 0.0)))
+    if spec.read_after_write:
+        cw_CC, pz_CN, rz_CN = _token_coefficients(a_eff, b_CN, a_CNN, reset_C)
+        bases, base_coef = list(z0), pz_CN
+        if reset_C is not None:
+            bases, base_coef = bases + list(zinit), jnp.concatenate([pz_CN, rz_CN], axis=1)
+        y = arch.apply_evolving(q, bases, base_coef, hs, ds, cw_CC)
+    elif after_C is None:
         y = arch.apply(params, q)
-        zinit_terms = []
     else:
-        after_C = jnp.cumsum(reset_C.astype(jnp.int32)) > 0  # tokens of a doc begun in this chunk
-        g = wgrads(params, jnp.where(after_C, 0.0, coef_NC))
-        g_init = wgrads(init_params, jnp.where(after_C, coef_NC, 0.0))
-        g = jax.tree_util.tree_map(jnp.add, g, g_init)
         y = jnp.where(after_C[:, None], arch.apply(init_params, q), arch.apply(params, q))
+    zinit_terms = []
+    if reset_C is not None:
         r_NN = jnp.einsum("cij,cjk,c->ik", p_CNN, a_CNN, reset_C.astype(k.dtype))
-        zinit = (init_params, *opt.init(init_params))
         zinit_terms = [(r_NN[i], zinit) for i in range(n)]
     new = []
     for i in range(n):
@@ -269,8 +315,8 @@ def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BH
                                    segment_ids_BT[:, :-1]], axis=1)
         reset_BT = segment_ids_BT != prev_BT
         xs["reset"] = jnp.broadcast_to(reset_BT[:, None, :], q.shape[:3])
-    general = (spec.read_after_write or spec.optimizer.transition is None
-               or not spec.closed_form)
+    general = (spec.optimizer.transition is None or not spec.closed_form
+               or (spec.read_after_write and not spec.manual_grads))
     chunk_fn = _chunk_general if general else _chunk_closed_form
 
     def per_seq(init_p, params, opt_state, xc, reset):

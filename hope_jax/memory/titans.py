@@ -27,7 +27,7 @@ from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
 def memory_spec(mc: MemoryConfig, head_dim: int) -> MemorySpec:
     """The engine description of a `MemoryConfig` for heads of width `head_dim`."""
     arch = make_arch(mc.arch, head_dim, head_dim, mc.depth, mc.hidden_mult, mc.activation,
-                     mc.residual)
+                     mc.residual, mc.out_norm)
     opt = make_inner_optimizer(mc.inner_opt, mc.momentum, mc.decay)
     return MemorySpec(arch, OBJECTIVES[mc.objective], opt, mc.chunk_size, mc.read_after_write,
                       mc.remat_every, mc.closed_form)
