@@ -71,4 +71,5 @@ def test_every_config_file_validates(path):
     spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", path))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    validate(mod.get_config())
+    cfg = mod.get_config()
+    validate(cfg["base"] if "base" in cfg else cfg)  # mqar_*: {"base": config, "task": ...}
