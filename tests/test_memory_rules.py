@@ -11,11 +11,12 @@ from hope_jax.memory import optimizers, rules
 def test_gate_bias_inverts_squash():
     """A fresh gate (zero input) outputs exactly the configured initial value, in range."""
     for name, init, lr_max in [("lr", 0.01, 0.1), ("momentum", 0.9, 1.0), ("retain", 0.99, 1.0)]:
-        g = rules.squash_gates({name: jnp.full((3,), rules.gate_bias(name, init, lr_max))},
+        g = rules.squash_gates({name: jnp.full((3,), rules.gate_bias(name, init, lr_max),
+                                               jnp.float32)},
                                lr_max)[name]
         np.testing.assert_allclose(g, init, rtol=1e-5)
-    g = rules.squash_gates({"lr": jnp.array([-50.0, 50.0]), "retain": jnp.array([-50.0, 50.0])},
-                           0.2)
+    x = jnp.array([-50.0, 50.0], jnp.float32)
+    g = rules.squash_gates({"lr": x, "retain": x}, 0.2)
     assert g["lr"].dtype == jnp.float32 and float(g["lr"].max()) <= 0.2 + 1e-6
     assert float(g["retain"].min()) >= 0.0 and float(g["retain"].max()) <= 1.0
 

@@ -65,18 +65,24 @@ class MemoryArch:
     def init(self, key: jax.Array, dtype=jnp.float32) -> Params:
         """Initial fast weights (the outer model learns them: meta-learned init, SPEC §3.3 (d)).
 
-        The linear memory starts at 0 (empty memory, as linear attention). MLP layers use
-        std fan_in^-1/2, so that an L2-normalized key (||k|| = 1) gives a hidden vector of norm
-        ~1 and the inner problem's curvature stays O(1) per token (inner lr ~ 0.1-1 is stable);
-        without `out_norm` the last layer is small so that the residual memory starts near the
-        identity (SPEC A15); with it, small outputs would only inflate the normalised gradient.
+        The linear memory starts at 0 (empty memory, as linear attention).
+        Without `out_norm`, MLP layers use std fan_in^-1/2 (an L2-normalized key, ||k|| = 1,
+        gives a hidden vector of norm ~1, so the inner loss has O(1) curvature per token) and
+        the last layer is small so that the residual memory starts near the identity (A15).
+        With `out_norm`, the output is scale-free and the curvature of the last layer is
+        ~1 / std^2: its std is 1, and the first layer's std is 1 so that unit keys give O(1)
+        pre-activations (the nonlinearity is used); inner lrs ~0.01-1 are then stable.
         """
         if self.kind == "linear":
             return (jnp.zeros(self.shapes()[0], dtype),)
         keys = jax.random.split(key, self.depth)
         out = []
+        last = self.depth - 1
         for i, (k, (a, b)) in enumerate(zip(keys, self.shapes())):
-            std = 0.02 if (i == self.depth - 1 and not self.out_norm) else a**-0.5
+            if self.out_norm:
+                std = 1.0 if i in (0, last) else a**-0.5
+            else:
+                std = 0.02 if i == last else a**-0.5
             out.append(std * jax.random.normal(k, (a, b), dtype))
         return tuple(out)
 
