@@ -49,7 +49,7 @@ from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
 
 _VECS = ("q", "k", "v")
 _GATE_INIT = {"lr": 0.1, "momentum": 0.9, "retain": 0.99}  # ours: eta/lr_max, beta, alpha at init
-_ACT, _ACT_FN = "gelu", jax.nn.gelu  # sigma of Eq. 89 (unspecified in the paper; engine default)
+_ACT = "gelu"  # sigma of Eq. 89 (unspecified in the paper; engine default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,8 @@ def layer_spec(cfg: ModelConfig) -> SelfModSpec:
     gates = ("lr",) + (("momentum",) if hc.momentum else ()) + (
         ("retain",) if hc.weight_decay else ())  # weight_decay=False: alpha == 1
     opt = dgd(hc.momentum) if hc.inner_optimizer == "dgd" else titans(hc.momentum, hc.weight_decay)
-    arch = make_arch("mlp", cfg.head_dim, cfg.head_dim, 2, hc.memory_hidden_mult, _ACT, True)
+    arch = make_arch("mlp", cfg.head_dim, cfg.head_dim, 2, hc.memory_hidden_mult, _ACT, True,
+                     cfg.memory.out_norm)
     return SelfModSpec(arch, opt, hc.chunk_size, hc.other_chunk_size or hc.chunk_size, adaptive,
                        gates, hc.self_modify, hc.lr_max, cfg.memory.remat_every,
                        cfg.memory.closed_form and supports(arch))
@@ -141,7 +142,7 @@ def _write(spec, init_w, w, s, after_C, k_CK, v_CK, gates_C, reset_C, valid_C, s
     """
     arch, opt = spec.arch, spec.optimizer
     if spec.closed_form:
-        return closed_form_write(arch, _ACT_FN, opt.name.startswith("dgd"), init_w,
+        return closed_form_write(arch, opt.name.startswith("dgd"), init_w,
                                  w, s, after_C, reset_C, k_CK, v_CK, gates_C, valid_C,
                                  self_target)
     ref, ax = w, None  # reference weights (A1): chunk start, or W_0 after a doc start (A4)

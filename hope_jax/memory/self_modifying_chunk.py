@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from hope_jax.memory.rules import l2
+
 _TINY = 1e-30  # log-gate floor: a gate below it counts as 0 (exp(-69) products vanish anyway)
 
 
@@ -48,16 +50,17 @@ def _decay(a_C):
 
 
 def supports(arch) -> bool:
-    """The closed form is written for the residual 2-layer MLP memory of Eq. 89."""
+    """The closed form is written for the residual 2-layer MLP memory of Eq. 89 (with or without
+    the RMS-normalised output, `MemoryArch.out_norm`)."""
     return arch.kind == "mlp" and arch.depth == 2 and arch.residual
 
 
-def closed_form_write(arch, act, use_dgd, init_w, w, s, after_C, reset_C, k_CK, v_CK, gates_C,
+def closed_form_write(arch, use_dgd, init_w, w, s, after_C, reset_C, k_CK, v_CK, gates_C,
                       valid_C, self_target):
     """End-of-chunk (weights, opt state) of one memory; same contract as the step form.
 
     Args:
-      arch: the memory (`supports(arch)`); act: its nonlinearity.
+      arch: the memory (`supports(arch)`).
       use_dgd: DGD (the k k^T decay on W_0, A9) or plain GD with retention.
       init_w, (w, s): initial weights; chunk-start weights and opt state (((S_0, S_1),) with
         momentum, else ()).
@@ -70,13 +73,11 @@ def closed_form_write(arch, act, use_dgd, init_w, w, s, after_C, reset_C, k_CK, 
     momentum = "momentum" in gates_C
     nu = jnp.ones((c,), dt) if valid_C is None else valid_C.astype(dt)
 
-    def fwd(wr):  # per-token activations at reference weights wr: hidden h, residual r, delta
-        w0, w1 = wr
-        h, act_vjp = jax.vjp(act, k_CK @ w0)
+    def fwd(wr):  # per-token hidden h and output errors r (layer 1), d (layer 0) at weights wr
         # target M(W_ref; v): a constant of the inner gradient (A15), differentiable outside (A14)
         tgt = arch.apply(wr, v_CK) if self_target else v_CK
-        r = k_CK + h @ w1 - tgt  # d(1/2 ||M(k) - v^||^2) / dM(k)
-        return h, r, act_vjp(r @ w1.T)[0]
+        (_, h), (d, r) = arch.backprop(wr, k_CK, tgt, l2)  # g_0 = k^T d, g_1 = h^T r
+        return h, r, d
 
     h, r, d = fwd(w)  # every token's gradient at the chunk-start weights (A1)
     start_w, start_s = w, s

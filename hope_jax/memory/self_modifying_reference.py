@@ -29,9 +29,13 @@ import jax.numpy as jnp
 from hope_jax.memory.self_modifying import SelfModSpec
 
 
-def _mlp(w, x_K):
-    """Residual 2-layer MLP memory x + sigma(x W_0) W_1 (Eq. 89, row vectors)."""
-    return x_K + jax.nn.gelu(x_K @ w[0]) @ w[1]
+def _mlp(w, x_K, out_norm):
+    """Residual 2-layer MLP memory x + sigma(x W_0) W_1 (Eq. 89, row vectors); with `out_norm`
+    the MLP branch is RMS-normalised: x + u / sqrt(mean(u^2) + 1e-6)."""
+    u = jax.nn.gelu(x_K @ w[0]) @ w[1]
+    if out_norm:
+        u = u / jnp.sqrt(jnp.mean(u * u) + 1e-6)
+    return x_K + u
 
 
 def _unit(x_K):
@@ -52,6 +56,7 @@ def _split(spec, tree):
 
 def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
     init, read = _split(spec, consts["init"]), consts["read"]
+    mlp = lambda w, x: _mlp(w, x, spec.arch.out_norm)
     names = spec.adaptive + ("mem",)
     use_dgd = spec.optimizer.name.startswith("dgd")
     momentum = "momentum" in spec.gates
@@ -67,7 +72,7 @@ def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
         pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, a, b), new, old)
         w0, s0, ref0 = w, s, ref
         w, s, ref = pick(init, w), pick(zero_s, s), pick(init, ref)
-        out = {n: _mlp(ref[n], x_t["x"][m]) for m, n in enumerate(spec.adaptive)}
+        out = {n: mlp(ref[n], x_t["x"][m]) for m, n in enumerate(spec.adaptive)}
         vec = {n: out[n] if n in out else x_t[n] for n in ("q", "k", "v")}
         q, k, v = _unit(vec["q"]), _unit(vec["k"]), vec["v"]
         logit = dict(x_t["logits"])
@@ -76,11 +81,11 @@ def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
         lr = spec.lr_max * _sig(logit["lr"])
         beta = _sig(logit["momentum"]) if momentum else 0.0
         alpha = _sig(-logit["retain"]) if "retain" in logit else 1.0
-        y = _mlp(ref["mem"], q)
+        y = mlp(ref["mem"], q)
         new_w, new_s = {}, {}
         for n in names:
-            tgt = _mlp(ref[n], v) if (n != "mem" or spec.self_target) else v
-            g = jax.grad(lambda wn, tgt=tgt: 0.5 * jnp.sum((_mlp(wn, k) - tgt) ** 2))(ref[n])
+            tgt = mlp(ref[n], v) if (n != "mem" or spec.self_target) else v
+            g = jax.grad(lambda wn, tgt=tgt: 0.5 * jnp.sum((mlp(wn, k) - tgt) ** 2))(ref[n])
             upd = tuple(-lr * gi for gi in g)
             if momentum:
                 upd = tuple(beta * si + ui for si, ui in zip(s[n][0], upd))
