@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hope_jax.config_fields import ConfigError, field
+from hope_jax.memory.baseline_config import BaselineConfig
 from hope_jax.memory.config import MemoryConfig
 from hope_jax.memory.hope_config import HopeConfig
 
@@ -52,6 +53,7 @@ class ModelConfig:
     attn_window: int = field(0, nonneg=True, help="sliding-window size for attention; 0 = full")
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     hope: HopeConfig = dataclasses.field(default_factory=HopeConfig)
+    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
 
     @property
     def head_dim(self) -> int:

@@ -13,8 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
+from hope_jax.models.baselines import BASELINE_MODELS
 from hope_jax.models.hope import HopeAttentionBlock, HopeBlock
 from hope_jax.models.ntp import ntp_forward, ntp_segment
+from hope_jax.models.samba import SambaBlock
 from hope_jax.models.titans import TITANS_MODELS
 from hope_jax.models.transformer import TransformerBlock, norm
 from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
@@ -22,6 +24,7 @@ from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
 MODELS: dict[str, type[nn.Module]] = {
     "transformer": TransformerBlock, **TITANS_MODELS,
     "hope": HopeBlock, "hope_attention": HopeAttentionBlock,
+    **BASELINE_MODELS, "samba": SambaBlock,  # the paper's baselines (SPEC §5, §6)
 }
 
 
