@@ -259,7 +259,6 @@ def _load(path):
 SIZES = {"340m": 340e6, "760m": 760e6, "1_3b": 1.3e9}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_paper_scale_param_counts(name):
     """configs/<name>_{340m,760m,1_3b}.py land within 5% of nominal (jax.eval_shape)."""

@@ -1,0 +1,12 @@
+"""Samba (Ren et al. 2024), 1.3B scale.
+
+Mamba2 + MLP + sliding-window attention + MLP, interleaved.
+
+Shared paper recipe and fitted FFN width: see `hope_jax/baseline_recipes.py`.
+"""
+
+from hope_jax.baseline_recipes import baseline_config
+
+
+def get_config():
+    return baseline_config("samba", "1_3b")

@@ -1,0 +1,69 @@
+"""Paper-scale and tiny configs of the baselines (`configs/<name>_{tiny,340m,760m,1_3b}.py`).
+
+Every baseline uses the shared pre-training recipe (`hope_jax.recipes.paper_recipe`, SPEC §5, A13:
+d = 1024 / 1536 / 2048, 24 layers, vocab 32K, 4K context, AdamW 4e-4 cosine, 0.5M-token batches)
+and changes only what its paper fixes: Mamba2 and Samba use head dim 64 (heads = 2d/64 over the
+2x-expanded inner width) and a 128-wide state; TTT uses head dim 64 and mini-batch 16 (TTT paper);
+Samba stacks 12 (Mamba2 + MLP, SWA + MLP) units = 24 mixer layers with a 2048-token window.
+The SwiGLU width `mlp_hidden` is then chosen per model and size so that the total parameter count
+lands within 1% of nominal (`python -m hope_jax.param_count configs/<name>_*.py`; tested within
+5% in tests/test_baselines.py).
+"""
+
+from __future__ import annotations
+
+from hope_jax.config import default_config_dict
+from hope_jax.recipes import SIZES, paper_recipe
+
+# SwiGLU hidden width per (model, size), fitted with jax.eval_shape (see module docstring)
+MLP_HIDDEN = {
+    "linear_attention": {"340m": 2816, "760m": 4352, "1_3b": 5632},
+    "retnet": {"340m": 1408, "760m": 2304, "1_3b": 2880},
+    "mamba2": {"340m": 2048, "760m": 3264, "1_3b": 4160},
+    "deltanet": {"340m": 2816, "760m": 4352, "1_3b": 5632},
+    "gated_deltanet": {"340m": 2432, "760m": 3840, "1_3b": 4928},
+    "ttt_linear": {"340m": 2432, "760m": 3840, "1_3b": 4928},
+    "ttt_mlp": {"340m": 2304, "760m": 3712, "1_3b": 4800},
+    "samba": {"340m": 2432, "760m": 3840, "1_3b": 4928},
+}
+
+
+def _model_overrides(name: str, d: int) -> dict:
+    if name in ("mamba2", "samba"):
+        over = {"num_heads": 2 * d // 64}
+        return over | ({"num_layers": 12} if name == "samba" else {})
+    if name.startswith("ttt"):
+        return {"num_heads": d // 64}
+    return {}
+
+
+def _memory_overrides(name: str) -> dict:
+    if name.startswith("ttt"):  # TTT mini-batch 16 (Sun et al. 2024), remat every 4 chunks
+        return {"chunk_size": 16, "remat_every": 4}
+    if name == "samba":
+        return {"chunk_size": 64, "window": 2048}
+    return {"chunk_size": 64}
+
+
+def baseline_config(name: str, size: str):
+    """The config of baseline `name` at `size` ("340m", "760m", "1_3b")."""
+    d = SIZES[size][0]
+    c = paper_recipe(default_config_dict(), size, name=name, mlp_hidden=MLP_HIDDEN[name][size],
+                     **_model_overrides(name, d))
+    c.model.memory.update(**_memory_overrides(name))
+    c.model.baseline.update(ssm_state=128, ssm_expand=2.0)
+    return c
+
+
+def tiny_config(name: str):
+    """Same width, depth, data, steps and optimizer as `configs/transformer_tiny.py`."""
+    c = default_config_dict()
+    c.model.update(name=name, vocab_size=257, d_model=128, num_layers=4, num_heads=4)
+    if name == "samba":
+        c.model.num_layers = 2  # 2 units = 4 mixer layers
+    c.model.memory.update(chunk_size=16, window=64)
+    c.model.baseline.update(ssm_state=32)
+    c.data.update(source="stdlib", seq_len=128, batch_size=16, seed=0)
+    c.optim.update(name="adamw", lr=3e-3, warmup_steps=30, weight_decay=0.1, clip_norm=1.0)
+    c.train.update(steps=300, log_every=10, eval_every=100, eval_batches=8, ckpt_every=100)
+    return c
