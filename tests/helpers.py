@@ -26,3 +26,12 @@ def tiny_config(**overrides) -> Config:
             node = node[p]
         node[leaf] = value
     return validate(d)
+
+
+def train_losses(workdir) -> list[float]:
+    """The per-step train losses a run logged to its metrics.jsonl."""
+    import json
+
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [r["train/loss"] for r in rows if "train/loss" in r]

@@ -16,13 +16,7 @@ from hope_jax.config import ConfigError
 from hope_jax.data import DataError
 from hope_jax.train.checkpoint import CheckpointError, Checkpointer
 from hope_jax.train.loop import TrainingError, train
-from tests.helpers import ROOT, tiny_config
-
-
-def _losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return [r["train/loss"] for r in rows if "train/loss" in r]
+from tests.helpers import ROOT, tiny_config, train_losses
 
 
 def _tree_hash(path):
@@ -39,7 +33,7 @@ def _tree_hash(path):
 def test_loss_decreases(tmp_path):
     cfg = tiny_config(**{"train.steps": 60, "train.eval_every": 30})
     out = train(cfg, str(tmp_path))
-    losses = _losses(tmp_path)
+    losses = train_losses(tmp_path)
     assert len(losses) == 60
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 1.0, losses
     assert out["val_loss"] < np.log(257) - 1.0
@@ -85,7 +79,7 @@ def test_resume_equals_straight_run(tmp_path):
     assert int(s1.step) == int(s2.step) == 2 * k
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                  s1.params, s2.params)
-    np.testing.assert_allclose(_losses(straight)[k:], _losses(split)[k:], rtol=1e-5)
+    np.testing.assert_allclose(train_losses(straight)[k:], train_losses(split)[k:], rtol=1e-5)
 
 
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
@@ -180,7 +174,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
                          stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None:
-        if os.path.exists(wd / "metrics.jsonl") and len(_losses(wd)) >= 3:
+        if os.path.exists(wd / "metrics.jsonl") and len(train_losses(wd)) >= 3:
             break
         time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
