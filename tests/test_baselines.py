@@ -160,6 +160,24 @@ def test_fast_delta_rule_matches_generic_engine_with_gradients(name):
     _close(fast, slow, tol=1e-9)
 
 
+def test_fast_delta_rule_is_stable_in_float32_with_correlated_keys():
+    """Chunk 64, fp32, nearly parallel keys (the UT system's worst case): still within 1e-4 of the
+    float64 result (the power-series inverse of I + A, tried first, overflowed here)."""
+    ks = jax.random.split(jax.random.PRNGKey(5), 4)
+    shape = (1, 1, 128, 16)
+    k = jax.random.normal(ks[0], shape) + 2.0 * jax.random.normal(ks[1], (1, 1, 1, 16))
+    k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    q, v = jax.random.normal(ks[2], shape), jax.random.normal(ks[3], shape)
+    gates = {"lr": jnp.full(shape[:3], 0.9), "log_retain": jnp.full(shape[:3], -0.01)}
+    bl = BASELINES["gated_deltanet"]
+    want, _ = _run(bl, q, k, v, gates["lr"], gates["log_retain"], impl="fast", chunk_size=64)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    got, _ = _run(bl, f32(q), f32(k), f32(v), f32(gates["lr"]), f32(gates["log_retain"]),
+                  impl="fast", chunk_size=64)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.abs(want).max()))
+
+
 def _ttt_textbook(mlp, w0, q, k, v, lr, chunk):
     """TTT (Sun et al. 2024) with mini-batch GD, primal form: inside mini-batch b every token's
     gradient is taken at W_b; token t reads with W_b - sum_{s<=t} eta_s grad_s; f(x) = x +
