@@ -12,6 +12,9 @@ lands within 1% of nominal (`python -m hope_jax.param_count configs/<name>_*.py`
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from hope_jax.config import default_config_dict
 from hope_jax.recipes import SIZES, paper_recipe
 
@@ -56,14 +59,16 @@ def baseline_config(name: str, size: str):
 
 
 def tiny_config(name: str):
-    """Same width, depth, data, steps and optimizer as `configs/transformer_tiny.py`."""
-    c = default_config_dict()
-    c.model.update(name=name, vocab_size=257, d_model=128, num_layers=4, num_heads=4)
+    """`configs/transformer_tiny.py` (read from that file, so width, depth, data, steps and
+    optimizer always match it) with the model swapped for baseline `name`."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "transformer_tiny.py"
+    spec = importlib.util.spec_from_file_location("transformer_tiny", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    c.model.name = name
     if name == "samba":
-        c.model.num_layers = 2  # 2 units = 4 mixer layers
+        c.model.num_layers = max(1, c.model.num_layers // 2)  # a unit holds 2 mixer layers
     c.model.memory.update(chunk_size=16, window=64)
     c.model.baseline.update(ssm_state=32)
-    c.data.update(source="stdlib", seq_len=128, batch_size=16, seed=0)
-    c.optim.update(name="adamw", lr=3e-3, warmup_steps=30, weight_decay=0.1, clip_norm=1.0)
-    c.train.update(steps=300, log_every=10, eval_every=100, eval_batches=8, ckpt_every=100)
     return c
