@@ -14,7 +14,9 @@ def get_config():
                    mlp_hidden=192)
     c.model.hope.update(chunk_size=16, cms_periods=(32, 0), cms_signal="ntp", cms_lr=1e-2,
                         cms_first_order=True)
-    c.data.update(source="stdlib", seq_len=128, batch_size=8, seed=0)
+    c.data.update(source="stdlib", seq_len=128, batch_size=8, seed=0, split_doc_bytes=2048)
+    # 2 KB document pieces: each of the few lanes moves to a new file every ~16 steps (with
+    # 32 KB pieces a short run sees only a handful of files; val loss 2.62 vs 2.35 at 100 steps)
     c.optim.update(name="adamw", lr=3e-3, warmup_steps=20, weight_decay=0.1, clip_norm=1.0)
-    c.train.update(steps=200, log_every=10, eval_every=100, eval_batches=8, ckpt_every=100)
+    c.train.update(steps=150, log_every=10, eval_every=50, eval_batches=8, ckpt_every=50)
     return c

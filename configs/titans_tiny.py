@@ -13,7 +13,9 @@ def get_config():
     c = default_config_dict()
     c.model.update(name="titans_lmm", vocab_size=257, d_model=128, num_layers=4, num_heads=4)
     c.model.memory.update(chunk_size=16, window=64, segment_len=32)
-    c.data.update(source="stdlib", seq_len=128, batch_size=16, seed=0)
+    c.data.update(source="stdlib", seq_len=128, batch_size=16, seed=0, split_doc_bytes=2048)
+    # 2 KB document pieces: each of the few lanes moves to a new file every ~16 steps (with
+    # 32 KB pieces a short run sees only a handful of files; val loss 2.62 vs 2.35 at 100 steps)
     c.optim.update(name="adamw", lr=3e-3, warmup_steps=30, weight_decay=0.1, clip_norm=1.0)
     c.train.update(steps=300, log_every=10, eval_every=100, eval_batches=8, ckpt_every=100)
     return c

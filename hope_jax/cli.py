@@ -11,7 +11,7 @@ from typing import Any
 from hope_jax.config import Config, ConfigError, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIG = os.path.join(ROOT, "configs", "transformer_tiny.py")
+DEFAULT_CONFIG = os.path.join(ROOT, "configs", "hope_small.py")
 
 
 def user_errors() -> tuple[type[Exception], ...]:

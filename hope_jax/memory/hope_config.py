@@ -28,6 +28,9 @@ class HopeConfig:
     static_proj: str = field("", choices=("", "k", "v"),
                              help="move k or v to the slowest level: a fixed projection (Table 6)")
     lr_max: float = field(1.0, positive=True, help="eta_t = lr_max * sigmoid(.) <= 1 (A9)")
+    lr_init: float = field(0.01, positive=True,
+                           help="eta_t at initialisation (gate bias; ours: 0.1 gave NaN-prone "
+                                "grads and +0.5 nats val loss on tiny HOPE)")
     conv_width: int = field(4, positive=True, help="causal depthwise conv window (A16)")
     # --- Continuum Memory System (SPEC §3, §7.0) ---
     cms_periods: tuple[int, ...] = field(
@@ -42,6 +45,8 @@ class HopeConfig:
     persist_state: bool = field(False, help="keep fast states across documents (streams, A17)")
 
     def check(self, path: str) -> None:
+        if self.lr_init >= self.lr_max:
+            raise ConfigError(f"{path}.lr_init={self.lr_init} must be < lr_max={self.lr_max}")
         if not self.cms_periods:
             raise ConfigError(f"{path}.cms_periods must name at least one level")
         live = [p for p in self.cms_periods if p]

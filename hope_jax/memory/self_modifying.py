@@ -48,7 +48,7 @@ from hope_jax.memory.self_modifying_chunk import closed_form_write, supports
 from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
 
 _VECS = ("q", "k", "v")
-_GATE_INIT = {"lr": 0.1, "momentum": 0.9, "retain": 0.99}  # ours: eta/lr_max, beta, alpha at init
+_GATE_INIT = {"momentum": 0.9, "retain": 0.99}  # ours: beta, alpha at init (eta: hope.lr_init)
 _ACT = "gelu"  # sigma of Eq. 89 (unspecified in the paper; engine default)
 
 
@@ -347,7 +347,7 @@ class SelfModifyingTitans(nn.Module):
                 xs[n] = z
         read = {}
         for n in spec.gates:
-            init_v = _GATE_INIT[n] * (hc.lr_max if n == "lr" else 1.0)
+            init_v = hc.lr_init if n == "lr" else _GATE_INIT[n]
             bias = self._gate_param(f"{n}_bias", (h,), ("heads",), gate_bias(n, init_v, hc.lr_max))
             if n in spec.adaptive:  # logit = w . M_n(x^n) + b per head (A7)
                 xs["x"][n] = to_bh(proj_conv(f"{n}_in"))
