@@ -123,7 +123,8 @@ def main(argv=None):
     base = statistics.mean(r["val_loss"] for r in next(iter(by_cfg.values())))
     dev = jax.devices()[0]
     print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'val ppl':>8s} "
-          f"{'train':>7s} {'vs first':>9s} {'wall s':>7s}   ({dev.device_kind}, seeds {args.seeds})")
+          f"{'train':>7s} {'vs first':>9s} {'wall s':>7s}   "
+          f"({dev.device_kind}, seeds {args.seeds})")
     table = []
     for path, rs in by_cfg.items():
         val = statistics.mean(r["val_loss"] for r in rs)

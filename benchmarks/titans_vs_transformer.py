@@ -78,7 +78,8 @@ def main(argv=None):
                 jax.block_until_ready(compiled(params, toks))
                 runs[label] = (compiled, params, toks)
             print(f"T={seq:5d} {label:12s} params {n / 1e6:.3f}M  est. memory {gb:6.2f} GB  "
-                  f"compile {info['compile_s']:.1f}s" + ("" if gb <= args.max_gb else "  (skipped)"),
+                  f"compile {info['compile_s']:.1f}s"
+                  + ("" if gb <= args.max_gb else "  (skipped)"),
                   flush=True)
             results.append({"seq": seq, "model": label, **info})
         times = {k: [] for k in runs}

@@ -94,9 +94,11 @@ class DataConfig:
 
     source: str = field("stdlib", choices=("stdlib", "files"),
                      help="stdlib = embedded Python-stdlib corpus; files = train_paths")
-    train_paths: tuple[str, ...] = field((), help="files or directories (.txt .jsonl .parquet .arrayrecord)")
+    train_paths: tuple[str, ...] = field(
+        (), help="files or directories (.txt .jsonl .parquet .arrayrecord)")
     val_paths: tuple[str, ...] = field((), help="validation files; empty = hold out val_fraction")
-    val_fraction: float = field(0.02, nonneg=True, help="share of documents held out for validation")
+    val_fraction: float = field(0.02, nonneg=True,
+                                help="share of documents held out for validation")
     text_field: str = field("text", help="field holding the text in jsonl/parquet records")
     tokenizer: str = field("byte", choices=("byte", "hf", "sentencepiece"))
     tokenizer_path: str = field("", help="tokenizer.json (hf) or .model (sentencepiece)")
@@ -104,9 +106,11 @@ class DataConfig:
     batch_size: int = field(16, positive=True, help="global batch (sequences per optimizer step)")
     seed: int = field(0, nonneg=True)
     shuffle: bool = field(True)
-    max_doc_bytes: int = field(0, nonneg=True, help="truncate documents longer than this; 0 = no limit")
+    max_doc_bytes: int = field(0, nonneg=True,
+                               help="truncate documents longer than this; 0 = no limit")
     split_doc_bytes: int = field(32768, nonneg=True,
-                                 help="cut longer text documents into pieces at line breaks; 0 = never")
+                                 help="cut longer text documents into pieces at line breaks; "
+                                      "0 = never")
 
     def check(self, path: str) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -163,7 +167,8 @@ class OptimConfig:
         from hope_jax.optim import OPTIMIZERS
 
         if self.name not in OPTIMIZERS:
-            raise ConfigError(f"{path}.name={self.name!r} is not an optimizer; known: {sorted(OPTIMIZERS)}")
+            raise ConfigError(f"{path}.name={self.name!r} is not an optimizer; "
+                              f"known: {sorted(OPTIMIZERS)}")
         for k in ("b1", "b2", "b3", "min_lr_ratio", "delta_beta", "dmgd_decay"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ConfigError(f"{path}.{k}={getattr(self, k)} must be in [0, 1]")
@@ -329,7 +334,7 @@ def default_config_dict():
 
 
 def replace(cfg: Config, **overrides: Any) -> Config:
-    """Returns a validated copy with dotted-path overrides, e.g. replace(c, **{'model.d_model': 64})."""
+    """A validated copy with dotted-path overrides, e.g. replace(c, **{'model.d_model': 64})."""
     d = cfg.to_dict()
     for key, value in overrides.items():
         node = d

@@ -37,7 +37,8 @@ def render() -> str:
         "# Config reference",
         "",
         "Generated from `hope_jax/config.py` by `python -m hope_jax.config_docs > docs/CONFIG.md`",
-        "(regenerate it after changing the schema). Every key can be overridden on the command line,",
+        "(regenerate it after changing the schema). Every key can be overridden on the command "
+        "line,",
         "e.g. `--config.model.d_model=512`; the config is validated before anything runs.",
         "",
     ]

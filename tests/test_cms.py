@@ -108,7 +108,8 @@ def test_document_start_resets_fast_weights():
     document it equals that document alone."""
     x = _tokens(t=4 * S)
     cut = S + 3
-    seg = jnp.concatenate([jnp.ones((1, cut), jnp.int32), 2 * jnp.ones((1, 4 * S - cut), jnp.int32)], 1)
+    seg = jnp.concatenate([jnp.ones((1, cut), jnp.int32),
+                           2 * jnp.ones((1, 4 * S - cut), jnp.int32)], 1)
     pos = jnp.concatenate([jnp.arange(cut), jnp.arange(4 * S - cut)])[None]
     cfg = _cfg((S, 2 * S, 0))
     p = _init(cfg, x)
@@ -161,7 +162,7 @@ def test_local_level_equals_naive_loop():
             ref = cms.level_forward({**p, **w}, hc)
             np.testing.assert_allclose(out[b:b + 1, c * period:(c + 1) * period], ref, atol=1e-10)
             ok = jnp.ones((1, period)).at[0, -1].set(0.0)
-            g = jax.grad(lambda w: cms.local_loss(p, w, hc, ok))(w)
+            g = jax.grad(lambda w, hc=hc, ok=ok: cms.local_loss(p, w, hc, ok))(w)
             w = jax.tree_util.tree_map(lambda a, gg: a - lr * gg, w, g)
 
 

@@ -72,4 +72,4 @@ def test_every_config_file_validates(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cfg = mod.get_config()
-    validate(cfg["base"] if "base" in cfg else cfg)  # mqar_*: {"base": config, "task": ...}
+    validate(cfg.get("base", cfg))  # mqar_*: {"base": config, "task": ...}

@@ -22,13 +22,24 @@ from hope_jax.memory.hope_config import HopeConfig
 from hope_jax.memory.self_modifying_reference import reference_scan
 from hope_jax.memory.titans import NeuralMemory
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64():
+    """float64 for this module's tests only (set at test time and restored: no other module's
+    tests run in float64 because this module was imported)."""
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", prev)
+
 
 B, T, D, H = 2, 16, 8, 2  # head dim K = 4
-# row 0: documents [0, 5), [5, 12), [12, 16) (mid-chunk for C = 4, 16); row 1: one document
-SEG = jnp.array([[0] * 5 + [1] * 7 + [2] * 4, [3] * 16])
-POS = jnp.broadcast_to(jnp.arange(T), (B, T))
-X = jax.random.normal(jax.random.PRNGKey(0), (B, T, D), jnp.float64)
+with jax.enable_x64(True):  # module constants in float64 without switching x64 on globally
+    # row 0: documents [0, 5), [5, 12), [12, 16) (mid-chunk for C = 4, 16); row 1: one document
+    SEG = jnp.array([[0] * 5 + [1] * 7 + [2] * 4, [3] * 16])
+    POS = jnp.broadcast_to(jnp.arange(T), (B, T))
+    X = jax.random.normal(jax.random.PRNGKey(0), (B, T, D), jnp.float64)
 
 
 def _cfg(closed_form=True, remat_every=4, **hope):

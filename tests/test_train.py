@@ -14,7 +14,7 @@ import pytest
 
 from hope_jax.config import ConfigError
 from hope_jax.data import DataError
-from hope_jax.train.checkpoint import CheckpointError, Checkpointer
+from hope_jax.train.checkpoint import Checkpointer, CheckpointError
 from hope_jax.train.loop import TrainingError, train
 from tests.helpers import ROOT, tiny_config, train_losses
 
@@ -37,7 +37,8 @@ def test_loss_decreases(tmp_path):
     assert len(losses) == 60
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 1.0, losses
     assert out["val_loss"] < np.log(257) - 1.0
-    saved = json.load(open(tmp_path / "config.json"))
+    with open(tmp_path / "config.json") as f:
+        saved = json.load(f)
     assert saved["model"]["d_model"] == 64
 
 
@@ -65,10 +66,10 @@ def test_resume_equals_straight_run(tmp_path):
     train(tiny_config(**{"train.steps": 2 * k}), str(split), stop_after=k)
     assert Checkpointer(str(split), read_only=True).latest_step() == k
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {ROOT!r})\n"
         "from tests.helpers import tiny_config\n"
         "from hope_jax.train.loop import train\n"
-        "train(tiny_config(**{'train.steps': %d}), %r)\n" % (ROOT, 2 * k, str(split))
+        f"train(tiny_config(**{{'train.steps': {2 * k}}}), {str(split)!r})\n"
     )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=300)
@@ -87,7 +88,8 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     before = _tree_hash(tmp_path / "checkpoints")
     # Same optimizer structure (so the checkpoint restores), absurd learning rate.
     bad = tiny_config(**{"train.steps": 10, "optim.lr": 1e30, "optim.warmup_steps": 0})
-    with pytest.raises(TrainingError, match=r"non-finite loss at step \d+.*Last good checkpoint: step 4"):
+    msg = r"non-finite loss at step \d+.*Last good checkpoint: step 4"
+    with pytest.raises(TrainingError, match=msg):
         train(bad, str(tmp_path))
     assert _tree_hash(tmp_path / "checkpoints") == before
 
@@ -105,7 +107,8 @@ def test_checkpoint_from_other_model_is_refused(tmp_path):
     train(tiny_config(**{"train.steps": 2}), str(tmp_path))
     os.remove(tmp_path / "config.json")
     before = _tree_hash(tmp_path / "checkpoints")
-    with pytest.raises(CheckpointError, match=r"different model/tokenizer \(config\.model\.num_layers"):
+    msg = r"different model/tokenizer \(config\.model\.num_layers"
+    with pytest.raises(CheckpointError, match=msg):
         train(tiny_config(**{"model.num_layers": 3}), str(tmp_path))
     assert _tree_hash(tmp_path / "checkpoints") == before
 
@@ -126,7 +129,8 @@ def test_corrupt_checkpoint_is_reported_not_deleted(tmp_path):
 
 
 def test_vocab_mismatch(tmp_path):
-    with pytest.raises(ConfigError, match=r"tokenizer 'byte' has 257 tokens but config\.model\.vocab_size=200"):
+    msg = r"tokenizer 'byte' has 257 tokens but config\.model\.vocab_size=200"
+    with pytest.raises(ConfigError, match=msg):
         train(tiny_config(**{"model.vocab_size": 200}), str(tmp_path))
     assert not os.path.exists(tmp_path / "config.json")
 
@@ -156,7 +160,8 @@ def test_cli_bad_override_and_missing_workdir(tmp_path):
     r = _cli(["train.py", "--config=configs/transformer_tiny.py", "--config.model.num_heads=3",
               f"--workdir={tmp_path}/run"])
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1].startswith("error: config.model.num_heads=3 must divide")
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: config.model.num_heads=3 must divide")
     assert not os.path.exists(tmp_path / "run")
     r = _cli(["eval.py", f"--workdir={tmp_path}/nothing"])
     assert r.returncode == 2

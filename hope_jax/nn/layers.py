@@ -103,7 +103,8 @@ class Embed(nn.Module):
         return jnp.take(self.embedding, ids_BT, axis=0).astype(self.dtype)
 
     def attend(self, x_BTD):
-        return jnp.einsum("btd,vd->btv", x_BTD.astype(self.dtype), self.embedding.astype(self.dtype))
+        return jnp.einsum("btd,vd->btv", x_BTD.astype(self.dtype),
+                          self.embedding.astype(self.dtype))
 
 
 class SwiGLU(nn.Module):
@@ -119,7 +120,8 @@ class SwiGLU(nn.Module):
     def __call__(self, x_BTD):
         d = x_BTD.shape[-1]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        gate = DenseGeneral((self.hidden,), ("embed",), ("mlp",), self.std, name="gate", **kw)(x_BTD)
+        gate = DenseGeneral((self.hidden,), ("embed",), ("mlp",), self.std, name="gate",
+                            **kw)(x_BTD)
         up = DenseGeneral((self.hidden,), ("embed",), ("mlp",), self.std, name="up", **kw)(x_BTD)
         h = nn.silu(gate) * up
         return DenseGeneral((d,), ("mlp",), ("embed",), self.out_std or self.std, name="down",

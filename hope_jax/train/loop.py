@@ -111,7 +111,8 @@ def train(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict[s
     eval_fn = jit_eval_step(model, mesh)
     start = int(state.step)
     end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
-    writer = MetricWriter(workdir, cfg.train.steps, start, cfg.train.progress, cfg.train.tensorboard)
+    writer = MetricWriter(workdir, cfg.train.steps, start, cfg.train.progress,
+                          cfg.train.tensorboard)
     summary: dict[str, Any] = {"status": "done", "start_step": start}
     last_saved = latest
 

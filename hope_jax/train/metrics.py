@@ -47,7 +47,8 @@ class MetricWriter:
     def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if not self.active:
             return
-        row = {"step": step, "time": time.time(), **{f"{prefix}/{k}": v for k, v in metrics.items()}}
+        row = {"step": step, "time": time.time(),
+               **{f"{prefix}/{k}": v for k, v in metrics.items()}}
         self._jsonl.write(json.dumps(row) + "\n")
         if self._tb is not None:
             for k, v in metrics.items():
