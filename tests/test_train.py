@@ -42,6 +42,15 @@ def test_loss_decreases(tmp_path):
     assert saved["model"]["d_model"] == 64
 
 
+def test_eval_and_checkpoint_on_the_same_step(tmp_path):
+    """Validation and a checkpoint due at the same step (the configs' eval_every == ckpt_every)."""
+    out = train(tiny_config(**{"train.steps": 4, "train.eval_every": 2, "train.ckpt_every": 2}),
+                str(tmp_path))
+    assert out["step"] == 4 and np.isfinite(out["val_loss"])
+    assert Checkpointer(str(tmp_path), read_only=True).latest_step() == 4
+    assert len(train_losses(tmp_path)) == 4
+
+
 def _restore_all(workdir, step):
     """(state, next 3 training batches from the restored data position)."""
     from hope_jax.data import make_dataset

@@ -132,9 +132,13 @@ def train(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict[s
     pending = None  # (step, metrics on device) of the previous step, fetched one step late
     tokens_seen, t0, train_loss = 0, time.time(), float("nan")
 
-    def drain(p):
-        nonlocal tokens_seen, train_loss
-        step_done, m = p
+    def drain():
+        """Fetches the pending step's metrics (one step late, so the host never waits on the
+        step it just dispatched), logs them, and stops on a non-finite loss."""
+        nonlocal tokens_seen, train_loss, pending
+        if pending is None:
+            return
+        (step_done, m), pending = pending, None
         m = jax.device_get(m)
         loss, gnorm = float(m["loss"]), float(m["grad_norm"])
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
@@ -156,27 +160,22 @@ def train(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict[s
             for step in range(start, end):
                 batch = sharding.place_batch(next(train_it), mesh)
                 state, metrics = step_fn(state, batch)
-                if pending is not None:
-                    drain(pending)
+                drain()
                 pending = (step + 1, metrics)
                 done = step + 1
                 if stop.signal is not None:
-                    drain(pending)
-                    pending = None
+                    drain()
                     save(done)
                     summary["status"] = "preempted"
                     writer.message(f"signal {stop.signal}: saved checkpoint at step {done}")
                     break
                 if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < end:
-                    drain(pending)
-                    pending = None
+                    drain()
                     run_eval(done)
                 if cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0:
-                    drain(pending)
-                    pending = None
+                    drain()
                     save(done)
-            if pending is not None:
-                drain(pending)
+            drain()
             final = int(state.step)
             if summary["status"] == "done":
                 if final == cfg.train.steps or cfg.train.eval_every:
