@@ -6,11 +6,12 @@
 Every model: the same width, depth and heads (default d=128, 2 layers, 4 heads), SwiGLU FFN of
 the default width, byte vocabulary, fp32, `hope_jax.models.lm.LM` with nn.scan over layers.
 Linear members run their fast chunked form (chunk 64; `model.baseline.impl=fast`); TTT its
-mini-batch of 16 (remat every 4 chunks); Samba one (Mamba2 + MLP, SWA + MLP) unit per layer
-with a 2048-token window. The step is `jax.grad` of the next-token cross-entropy (forward +
-backward, jitted; the optimizer update, the same for all, is left out), timed as the median of
-interleaved rounds after compilation. A step whose XLA memory estimate exceeds --max-gb is
-compiled but not run. Prints tokens/s and the ratio to Transformer++ in the same run.
+mini-batch of 16 (remat every 4 chunks); Samba layers/2 (Mamba2 + MLP, SWA + MLP) units (the
+same number of mixer layers) with a 2048-token window. The step is `jax.grad` of the next-token
+cross-entropy (forward + backward, jitted; the optimizer update, the same for all, is left out),
+timed as the median of interleaved rounds after compilation. A step whose XLA memory estimate
+exceeds --max-gb is compiled but not run. Prints tokens/s and the ratio to Transformer++ in the
+same run.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main(argv=None):
         for name in names:
             model = {"name": name, "vocab_size": 257, "d_model": args.d_model,
                      "num_layers": args.layers, "num_heads": args.heads, "dtype": "float32"}
+            if name == "samba":  # a Samba unit is 2 mixer layers (Mamba2 + MLP, SWA + MLP)
+                model["num_layers"] = max(1, args.layers // 2)
             cfg = validate({"model": model | MODELS[name]}).model
             t0 = time.perf_counter()
             compiled, params, toks, gb, n = _step(cfg, args.batch, seq)
