@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import compiled_grad_step  # noqa: E402
 from hope_jax.config import validate  # noqa: E402
-from hope_jax.models.lm import LM  # noqa: E402
 
 MODELS = {
     "transformer": {},
@@ -42,23 +41,6 @@ MODELS = {
     "ttt_mlp": {"memory": {"chunk_size": 16, "remat_every": 4}},
     "samba": {"memory": {"chunk_size": 64, "window": 2048}, "baseline": {"ssm_state": 64}},
 }
-
-
-def _step(cfg, batch, seq):
-    model = LM(cfg)
-    toks = (jnp.arange(batch * (seq + 1)).reshape(batch, seq + 1) * 7919) % cfg.vocab_size
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), toks[:, :-1])
-
-    def loss(p, toks):
-        logits = model.apply(p, toks[:, :-1]).astype(jnp.float32)
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.mean(jnp.take_along_axis(logp, toks[:, 1:, None], -1))
-
-    compiled = jax.jit(jax.grad(loss)).lower(params, toks).compile()
-    mem = compiled.memory_analysis()
-    gb = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) / 2**30
-    n = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    return compiled, params, toks, gb, n
 
 
 def main(argv=None):
@@ -87,7 +69,7 @@ def main(argv=None):
                 model["num_layers"] = max(1, args.layers // 2)
             cfg = validate({"model": model | MODELS[name]}).model
             t0 = time.perf_counter()
-            compiled, params, toks, gb, n = _step(cfg, args.batch, seq)
+            compiled, params, toks, gb, n = compiled_grad_step(cfg, args.batch, seq)
             info = {"seq": seq, "model": name, "params": n, "est_gb": gb,
                     "compile_s": time.perf_counter() - t0}
             if gb <= args.max_gb:

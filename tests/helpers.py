@@ -35,3 +35,23 @@ def train_losses(workdir) -> list[float]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
+def assert_causal_and_doc_isolated(model, t: int) -> None:
+    """Logits before position 14 ignore later tokens, and the packed document starting at 10
+    ignores the one before it (both mid-chunk for the small chunks the tests use)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    toks = (jnp.arange(2 * t).reshape(2, t) * 7) % 31
+    seg = jnp.array([[1] * 10 + [2] * (t - 10)] * 2)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), toks)
+    run = jax.jit(lambda tk: model.apply(params, tk, segment_ids_BT=seg))
+    base = np.asarray(run(toks))
+    later = np.asarray(run(toks.at[:, 14:].set((toks[:, 14:] + 5) % 31)))
+    np.testing.assert_allclose(later[:, :14], base[:, :14], atol=1e-6, rtol=1e-6)
+    assert not np.allclose(later[:, 14:], base[:, 14:])
+    earlier_doc = np.asarray(run(toks.at[:, :10].set((toks[:, :10] + 3) % 31)))
+    np.testing.assert_allclose(earlier_doc[:, 10:], base[:, 10:], atol=1e-6, rtol=1e-6)
+    assert not np.allclose(earlier_doc[:, :10], base[:, :10])

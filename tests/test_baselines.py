@@ -22,6 +22,7 @@ from hope_jax.config import validate
 from hope_jax.memory.baselines import BASELINES, engine_spec, linear_memory
 from hope_jax.memory.scan import memory_scan
 from hope_jax.models.lm import LM
+from tests.helpers import assert_causal_and_doc_isolated
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 B, H, T, K, V = 2, 2, 16, 4, 3
@@ -253,18 +254,7 @@ def test_model_fast_form_equals_engine_form():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_model_causal_and_document_isolated(name):
     """Logits before t ignore later tokens; a packed document ignores the one before it."""
-    model = LM(_cfg(name))
-    t = 24
-    toks = (jnp.arange(2 * t).reshape(2, t) * 7) % 31
-    seg = jnp.array([[1] * 10 + [2] * (t - 10)] * 2)
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), toks)
-    run = jax.jit(lambda tk: model.apply(params, tk, segment_ids_BT=seg))
-    base = np.asarray(run(toks))
-    later = np.asarray(run(toks.at[:, 14:].set((toks[:, 14:] + 5) % 31)))
-    np.testing.assert_allclose(later[:, :14], base[:, :14], atol=1e-6, rtol=1e-6)
-    assert not np.allclose(later[:, 14:], base[:, 14:])
-    earlier_doc = np.asarray(run(toks.at[:, :10].set((toks[:, :10] + 3) % 31)))
-    np.testing.assert_allclose(earlier_doc[:, 10:], base[:, 10:], atol=1e-6, rtol=1e-6)
+    assert_causal_and_doc_isolated(LM(_cfg(name)), 24)
 
 
 def _load(path):

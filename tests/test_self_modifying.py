@@ -23,7 +23,6 @@ from hope_jax.memory.self_modifying_reference import reference_scan
 from hope_jax.memory.titans import NeuralMemory
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _float64():
     """float64 for this module's tests only (set at test time and restored: no other module's

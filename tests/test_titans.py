@@ -10,6 +10,7 @@ import pytest
 
 from hope_jax.config import ConfigError, validate
 from hope_jax.models.lm import LM
+from tests.helpers import assert_causal_and_doc_isolated
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 T = 24
@@ -29,18 +30,7 @@ def test_causal_and_document_isolated(name):
     t = 13 is mid-chunk, mid-window and mid-segment; the second document starts at 10, also
     mid-chunk, so the fast-state reset, conv and attention masks are all exercised.
     """
-    model = LM(_cfg(name))
-    toks = (jnp.arange(2 * T).reshape(2, T) * 7) % 31
-    seg = jnp.array([[1] * 10 + [2] * (T - 10)] * 2)
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), toks)
-    run = jax.jit(lambda tk: model.apply(params, tk, segment_ids_BT=seg))
-    base = np.asarray(run(toks))
-    later = np.asarray(run(toks.at[:, 14:].set((toks[:, 14:] + 5) % 31)))
-    np.testing.assert_allclose(later[:, :14], base[:, :14], atol=1e-6, rtol=1e-6)
-    assert not np.allclose(later[:, 14:], base[:, 14:])
-    earlier_doc = np.asarray(run(toks.at[:, :10].set((toks[:, :10] + 3) % 31)))
-    np.testing.assert_allclose(earlier_doc[:, 10:], base[:, 10:], atol=1e-6, rtol=1e-6)
-    assert not np.allclose(earlier_doc[:, :10], base[:, :10])
+    assert_causal_and_doc_isolated(LM(_cfg(name)), T)
 
 
 def test_outer_gradient_reaches_memory_init_and_gates():
