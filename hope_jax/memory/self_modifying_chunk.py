@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
+from hope_jax.memory.delta_chunk import unit_lower_inverse
 from hope_jax.memory.rules import l2
 
 _TINY = 1e-30  # log-gate floor: a gate below it counts as 0 (exp(-69) products vanish anyway)
@@ -118,9 +118,9 @@ def closed_form_write(arch, use_dgd, init_w, w, s, after_C, reset_C, k_CK, v_CK,
                - (mm * kk) @ (eta[:, None] * d))
         # the C x C system depends only on k and the gates, which all memories of the layer
         # share (Eq. 88): invert it once (unbatched under their vmap), then one matmul each
-        eye = jnp.eye(c, dtype=dt)
-        linv = solve_triangular(eye + eta[:, None] * (dm * kk), eye, lower=True,
-                                unit_diagonal=True)
+        # by matmuls (`unit_lower_inverse`): LAPACK's triangular solve hung under XLA:CPU's
+        # thread pool mid-training (idle threads, no progress)
+        linv = unit_lower_inverse(jnp.tril(eta[:, None] * (dm * kk), -1))
         e = linv @ (-eta[:, None] * rhs)
         new_w0 = new_w0 + k_CK.T @ (dc[:, None] * e)
     if not momentum:
