@@ -31,13 +31,7 @@ SEG = np.array([[0] * 5 + [1] * 7 + [2] * 4, [3] * 16])
 LINEAR = ["linear_attention", "retnet", "mamba2", "deltanet", "gated_deltanet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _float64():
-    """float64 for this module only (set at test time and restored, see test_memory_engine)."""
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
 
 
 def _inputs(seed=0):

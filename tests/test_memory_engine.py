@@ -12,15 +12,7 @@ from hope_jax.memory import optimizers, rules
 from hope_jax.memory.reference import reference_scan
 from hope_jax.memory.scan import MemorySpec, chunked_scan, memory_scan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _float64():
-    """float64 for this module's tests only (set at test time, not import time, and restored,
-    so that no other module's tests run in float64 and no other module can switch it off)."""
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
 
 B, H, T, K = 2, 2, 16, 4
 # row 0: documents [0, 5), [5, 12), [12, 16) (boundaries mid-chunk for C = 4, 16); row 1: one doc

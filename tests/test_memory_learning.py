@@ -9,15 +9,7 @@ from jax.flatten_util import ravel_pytree
 from hope_jax.memory import optimizers, rules
 from hope_jax.memory.scan import MemorySpec, memory_scan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _float64():
-    """float64 for this module's tests only (set at test time, not import time, and restored,
-    so that no other module's tests run in float64 and no other module can switch it off)."""
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
 
 
 def _pairs(k_dim, n, seed=0):

@@ -22,15 +22,7 @@ from hope_jax.memory.hope_config import HopeConfig
 from hope_jax.memory.self_modifying_reference import reference_scan
 from hope_jax.memory.titans import NeuralMemory
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _float64():
-    """float64 for this module's tests only (set at test time and restored: no other module's
-    tests run in float64 because this module was imported)."""
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
 
 
 B, T, D, H = 2, 16, 8, 2  # head dim K = 4
