@@ -27,7 +27,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import compiled_grad_step  # noqa: E402
+from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
 from hope_jax.config import validate  # noqa: E402
 
 MODELS = {
@@ -79,12 +79,7 @@ def main(argv=None):
                   f"compile {info['compile_s']:.1f}s" + ("" if gb <= args.max_gb else
                                                          "  (skipped)"), flush=True)
             results.append(info)
-        times = {k: [] for k in runs}
-        for _ in range(args.rounds):
-            for name, (compiled, params, toks) in runs.items():
-                t0 = time.perf_counter()
-                jax.block_until_ready(compiled(params, toks))
-                times[name].append(time.perf_counter() - t0)
+        times = interleaved_times(runs, args.rounds)
         base = statistics.median(times["transformer"]) if "transformer" in times else None
         for r in results:
             if r["seq"] == seq and r["model"] in times:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 
@@ -26,3 +28,15 @@ def compiled_grad_step(cfg, batch: int, seq: int):
     gb = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) / 2**30
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))
     return compiled, params, toks, gb, n
+
+
+def interleaved_times(runs: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each compiled step in `runs` ({name: (compiled, params, toks)}), the
+    models interleaved round by round so that machine noise hits them alike."""
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, (compiled, params, toks) in runs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(params, toks))
+            times[name].append(time.perf_counter() - t0)
+    return times

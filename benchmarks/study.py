@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import statistics
 import sys
@@ -134,7 +135,7 @@ def main(argv=None):
                "wall_s": statistics.mean(r["wall_s"] for r in rs), "val_minus_first": val - base}
         table.append(row)
         print(f"{Path(path).stem:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
-              f"{val:9.4f} {2.718281828 ** val:8.2f} {row['train_loss']:7.3f} "
+              f"{val:9.4f} {math.exp(val):8.2f} {row['train_loss']:7.3f} "
               f"{val - base:+9.4f} {row['wall_s']:7.0f}")
     Path(args.out, "study.json").write_text(json.dumps(
         {"device": dev.device_kind, "overrides": overrides, "table": table, "runs": runs},

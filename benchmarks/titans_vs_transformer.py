@@ -26,7 +26,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import compiled_grad_step  # noqa: E402
+from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
 from hope_jax.config import validate  # noqa: E402
 
 MODELS = {
@@ -63,12 +63,7 @@ def main(argv=None):
                   + ("" if gb <= args.max_gb else "  (skipped)"),
                   flush=True)
             results.append({"seq": seq, "model": label, **info})
-        times = {k: [] for k in runs}
-        for _ in range(args.rounds):
-            for label, (compiled, params, toks) in runs.items():
-                t0 = time.perf_counter()
-                jax.block_until_ready(compiled(params, toks))
-                times[label].append(time.perf_counter() - t0)
+        times = interleaved_times(runs, args.rounds)
         for r in results:
             if r["seq"] == seq and r["model"] in times:
                 r["step_s"] = statistics.median(times[r["model"]])
