@@ -35,6 +35,7 @@ flags.DEFINE_integer("niah_samples", 2, "NIAH samples per (kind, length, depth).
 flags.DEFINE_integer("long_len", 0, "ppl_position document length (0 = 4 x train length).")
 flags.DEFINE_string("mqar_config", "configs/mqar_tiny.py", "MQAR train/eval config file.")
 flags.DEFINE_integer("mqar_steps", 0, "Override MQAR training steps (0 = config).")
+flags.DEFINE_integer("mqar_batch", 0, "Override MQAR batch size (0 = config).")
 flags.DEFINE_integer("continual_steps", 50, "Training steps per domain (continual suite).")
 flags.DEFINE_list("compare", [], "Run directories whose eval/results.json to put side by side.")
 FLAGS = flags.FLAGS
@@ -77,6 +78,7 @@ def _main():
         batch_size=FLAGS.batch_size, niah_lengths=tuple(int(x) for x in FLAGS.niah_lengths),
         niah_depths=tuple(float(x) for x in FLAGS.niah_depths), niah_samples=FLAGS.niah_samples,
         long_len=FLAGS.long_len, mqar_config=FLAGS.mqar_config, mqar_steps=FLAGS.mqar_steps,
+        mqar_batch=FLAGS.mqar_batch,
         continual_steps=FLAGS.continual_steps, max_batches=FLAGS.max_batches or 8)
     res = run_suite(run, FLAGS.workdir, suites, opts, _log)
     if "lm_eval" in res:

@@ -1,15 +1,21 @@
 """Small-scale study: train several configs on the same data, tokens and optimizer; compare.
 
+    python benchmarks/study.py --preset=s --seeds=0,1 --out=runs/study_s   # issue-10 study
     python benchmarks/study.py                                    # the three tiny configs
-    python benchmarks/study.py --steps=100 --seeds=0,1 --out=runs/study
+    python benchmarks/study.py --steps=100 --seeds=0,1 --evals= --out=runs/study
     python benchmarks/study.py --configs=configs/hope_small.py,configs/transformer_tiny.py \
         --set=model.d_model=64 --set=train.steps=50
 
 Each (config, seed) trains with `hope_jax.train.loop.train` in its own workdir under --out
 (an existing finished run is reused, an interrupted one resumes), with the overrides of --set and
---steps applied to every config alike. Prints a table of final validation loss / perplexity,
-train loss, parameter count and wall time, with each model's validation loss relative to the
-first config's, and writes `study.json` and `study.png` (validation and train loss curves).
+--steps applied to every config alike (a preset adds its own, and per-config FFN widths that
+equalise parameter counts). Then the evaluation suites of --evals run on the run
+(`hope_jax.eval.suite`, results cached in `<workdir>/eval/results.json`): `mqar` and `continual`
+train the run's architecture from scratch (task seed = run seed), `niah` greedy-decodes the
+trained model. Prints a table of final validation loss / perplexity, MQAR / NIAH accuracy,
+continual-learning backward transfer, parameter count and wall time (mean over seeds, with each
+model's validation loss relative to the first config's), and writes `study.json`, `study.png`
+(validation and train loss curves) and `study_mqar.png`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,22 @@ from hope_jax.param_count import load_config_file  # noqa: E402
 from hope_jax.train.state import param_count  # noqa: E402
 
 TINY = ("configs/transformer_tiny.py", "configs/titans_tiny.py", "configs/hope_tiny.py")
+_TF, _TI, _HO = "configs/transformer_tiny.py", "configs/titans_tiny.py", "configs/hope_small.py"
+_COMMON = {"model.num_layers": 2, "data.batch_size": 8, "optim.warmup_steps": 20,
+           "train.steps": 150, "train.eval_every": 50}
+# Equal-size triples (2 blocks, 4 heads, 128-token context, 150 steps x 8 x 128 tokens, AdamW 3e-3):
+# FFN widths chosen so the parameter counts agree within 1%.
+PRESETS = {
+    "xs": ({**_COMMON, "model.d_model": 64},   # ~0.17M parameters
+           {_TF: {"model.mlp_hidden": 320}, _TI: {"model.mlp_hidden": 246},
+            _HO: {"model.mlp_hidden": 96}}),
+    "s": ({**_COMMON, "model.d_model": 128},   # ~0.65M parameters
+          {_TF: {"model.mlp_hidden": 640}, _TI: {"model.mlp_hidden": 496}, _HO: {}}),
+}
+
+
+_EVAL_COLS = {"mqar_acc": "MQAR %", "niah_acc": "NIAH %", "cl_bwt": "CL BWT",
+              "cl_final_loss": "CL loss"}
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -60,7 +82,31 @@ def _curves(workdir: str) -> dict:
     return {"train": train, "val": val}
 
 
-def run_one(path: str, seed: int, overrides: dict, out: str) -> dict:
+def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
+    """The suites of `evals` on the trained run (cached ones are not rerun): headline numbers."""
+    from hope_jax.eval.run import load_run
+    from hope_jax.eval.suite import run_suite
+
+    path = os.path.join(workdir, "eval", "results.json")
+    done = json.loads(Path(path).read_text()) if os.path.exists(path) else {}
+    todo = [e for e in evals if e not in done]
+    res = done
+    if todo:
+        log = lambda m: print(f"  [{Path(workdir).name}] {m}", flush=True)  # noqa: E731
+        res = run_suite(load_run(cfg, workdir), workdir, todo, opts, log)
+    out = {}
+    if "mqar" in res:
+        out["mqar_by_kv"] = res["mqar"]["accuracy_by_num_kv"]
+        out["mqar_acc"] = statistics.mean(out["mqar_by_kv"].values())
+    if "niah" in res:
+        out["niah_acc"] = statistics.mean(k["mean"] for k in res["niah"]["kinds"].values())
+    if "continual" in res:
+        out["cl_bwt"] = res["continual"]["backward_transfer"]
+        out["cl_final_loss"] = res["continual"]["final_avg_loss"]
+    return out
+
+
+def run_one(path: str, seed: int, overrides: dict, out: str, evals=(), opts=None) -> dict:
     from hope_jax.train.loop import train
 
     cfg = load_config_file(path)
@@ -69,10 +115,12 @@ def run_one(path: str, seed: int, overrides: dict, out: str) -> dict:
     workdir = os.path.join(out, name)
     t0 = time.perf_counter()
     summary = train(cfg, workdir)
+    wall = time.perf_counter() - t0
+    metrics = run_evals(cfg, workdir, list(evals), opts) if evals else {}
     return {"config": path, "model": cfg.model.name, "seed": seed, "workdir": workdir,
             "params": param_count(cfg), "val_loss": summary.get("val_loss"),
             "train_loss": summary.get("train_loss"), "steps": summary.get("step"),
-            "wall_s": time.perf_counter() - t0, "curves": _curves(workdir)}
+            "wall_s": wall, "curves": _curves(workdir), **metrics}
 
 
 def _plot(runs: list[dict], path: str) -> None:
@@ -99,48 +147,76 @@ def _plot(runs: list[dict], path: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default=",".join(TINY))
+    ap.add_argument("--configs", default="", help="comma-separated config files "
+                    "(default: the preset's, else the three tiny configs)")
+    ap.add_argument("--preset", default="", choices=("",) + tuple(PRESETS),
+                    help="equal-size Transformer++ / Titans / HOPE triple")
+    ap.add_argument("--evals", default="mqar,continual,niah",
+                    help="suites run on every trained run (empty: none)")
+    ap.add_argument("--mqar-steps", type=int, default=200)
+    ap.add_argument("--mqar-batch", type=int, default=16)
+    ap.add_argument("--continual-steps", type=int, default=30, help="steps per domain")
+    ap.add_argument("--niah-lengths", default="256")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=0, help="train.steps for every run (0: config's)")
     ap.add_argument("--set", action="append", default=[], help="key=value for every run")
     ap.add_argument("--out", default="runs/study")
     args = ap.parse_args(argv)
 
-    overrides = _parse_set(args.set)
+    from hope_jax.eval.suite import SuiteOptions
+
+    common, per_cfg = PRESETS[args.preset] if args.preset else ({}, {})
+    configs = args.configs.split(",") if args.configs else list(per_cfg) or list(TINY)
+    overrides = {**common, **_parse_set(args.set)}
+    evals = [e for e in args.evals.split(",") if e]
+    opts = SuiteOptions(niah_lengths=tuple(int(n) for n in args.niah_lengths.split(",")),
+                        niah_depths=(0.0, 0.5, 1.0), niah_samples=1, mqar_steps=args.mqar_steps,
+                        mqar_batch=args.mqar_batch, continual_steps=args.continual_steps)
     if args.steps:
         overrides.update({"train.steps": args.steps, "train.eval_every": max(args.steps // 3, 1)})
     os.makedirs(args.out, exist_ok=True)
     runs = []
-    for path in args.configs.split(","):
+    for path in configs:
         for seed in (int(s) for s in args.seeds.split(",")):
-            r = run_one(path, seed, overrides, args.out)
+            r = run_one(path, seed, {**overrides, **per_cfg.get(path, {})}, args.out, evals, opts)
             runs.append(r)
             print(f"{Path(path).stem:22s} seed {seed}  val {r['val_loss']:.4f}  "
-                  f"train {r['train_loss']:.4f}  {r['wall_s']:.0f}s", flush=True)
+                  f"train {r['train_loss']:.4f}  {r['wall_s']:.0f}s  "
+                  + "  ".join(f"{k} {r[k]:.3f}" for k in _EVAL_COLS if k in r), flush=True)
 
     by_cfg: dict[str, list[dict]] = {}
     for r in runs:
         by_cfg.setdefault(r["config"], []).append(r)
     base = statistics.mean(r["val_loss"] for r in next(iter(by_cfg.values())))
     dev = jax.devices()[0]
+    cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
     print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'val ppl':>8s} "
-          f"{'train':>7s} {'vs first':>9s} {'wall s':>7s}   "
-          f"({dev.device_kind}, seeds {args.seeds})")
+          f"{'train':>7s} {'vs first':>9s} {'wall s':>7s} "
+          + " ".join(f"{_EVAL_COLS[k]:>10s}" for k in cols)
+          + f"   ({dev.device_kind}, seeds {args.seeds})")
     table = []
     for path, rs in by_cfg.items():
         val = statistics.mean(r["val_loss"] for r in rs)
         row = {"config": path, "model": rs[0]["model"], "params": rs[0]["params"],
                "val_loss": val, "val_loss_sd": statistics.pstdev(r["val_loss"] for r in rs),
                "train_loss": statistics.mean(r["train_loss"] for r in rs),
-               "wall_s": statistics.mean(r["wall_s"] for r in rs), "val_minus_first": val - base}
+               "wall_s": statistics.mean(r["wall_s"] for r in rs), "val_minus_first": val - base,
+               **{k: statistics.mean(r[k] for r in rs) for k in cols},
+               **{f"{k}_sd": statistics.pstdev(r[k] for r in rs) for k in cols}}
         table.append(row)
         print(f"{Path(path).stem:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
               f"{val:9.4f} {math.exp(val):8.2f} {row['train_loss']:7.3f} "
-              f"{val - base:+9.4f} {row['wall_s']:7.0f}")
+              f"{val - base:+9.4f} {row['wall_s']:7.0f} "
+              + " ".join(f"{row[k]:10.3f}" for k in cols))
     Path(args.out, "study.json").write_text(json.dumps(
         {"device": dev.device_kind, "overrides": overrides, "table": table, "runs": runs},
         indent=2, default=float))
     _plot(runs, os.path.join(args.out, "study.png"))
+    if "mqar_by_kv" in runs[0]:
+        from hope_jax.eval import mqar
+
+        mqar.plot({f"{Path(r['config']).stem} s{r['seed']}": {"accuracy_by_num_kv": r["mqar_by_kv"]}
+                   for r in runs}, os.path.join(args.out, "study_mqar.png"))
     print(f"wrote {args.out}/study.json and {args.out}/study.png")
 
 

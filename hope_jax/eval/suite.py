@@ -37,6 +37,7 @@ class SuiteOptions:
     long_len: int = 0
     mqar_config: str = "configs/mqar_tiny.py"
     mqar_steps: int = 0
+    mqar_batch: int = 0
     continual_steps: int = 50
     max_batches: int = 8
 
@@ -114,7 +115,12 @@ def run_mqar(run: Run, opts: SuiteOptions, out_dir: str, log) -> dict:
     base["model"] = dataclasses.asdict(run.cfg.model)  # the run's architecture, from scratch
     if opts.mqar_steps:
         base["train"]["steps"] = opts.mqar_steps
-    res = mqar.train_and_evaluate(validate(base), raw["task"], log)
+    if opts.mqar_batch:
+        base["data"]["batch_size"] = opts.mqar_batch
+    # the task's seed follows the run's seed, so seeds of a study draw different MQAR data
+    task = {**raw["task"], "seed": raw["task"].get("seed", 0) + run.cfg.train.seed}
+    base["train"]["seed"] = run.cfg.train.seed
+    res = mqar.train_and_evaluate(validate(base), task, log)
     res["plot"] = mqar.plot({run.cfg.model.name: res}, os.path.join(out_dir, "mqar.png"))
     return res
 
