@@ -13,7 +13,8 @@ equalise parameter counts). Then the evaluation suites of --evals run on the run
 (`hope_jax.eval.suite`, results cached in `<workdir>/eval/results.json`): `mqar` and `continual`
 train the run's architecture from scratch (task seed = run seed), `niah` greedy-decodes the
 trained model. Prints a table of final validation loss / perplexity, MQAR / NIAH accuracy,
-continual-learning backward transfer, parameter count and wall time (mean over seeds, with each
+continual-learning backward transfer, parameter count and steady-state seconds per training
+step (mean over seeds, with each
 model's validation loss relative to the first config's), and writes `study.json`, `study.png`
 (validation and train loss curves) and `study_mqar.png`.
 """
@@ -71,15 +72,19 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _curves(workdir: str) -> dict:
-    train, val = [], []
+    """Loss curves from metrics.jsonl, and the steady-state seconds per step: the median over
+    consecutive train records of time / steps between them (compile and evals drop out)."""
+    train, val, stamps = [], [], []
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         for line in f:
             rec = json.loads(line)
             if "train/loss" in rec:
                 train.append((rec["step"], rec["train/loss"]))
+                stamps.append((rec["step"], rec["time"]))
             if "val/loss" in rec:
                 val.append((rec["step"], rec["val/loss"]))
-    return {"train": train, "val": val}
+    rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(stamps, stamps[1:]) if s1 > s0]
+    return {"train": train, "val": val, "step_s": statistics.median(rates) if rates else float("nan")}
 
 
 def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
@@ -117,10 +122,11 @@ def run_one(path: str, seed: int, overrides: dict, out: str, evals=(), opts=None
     summary = train(cfg, workdir)
     wall = time.perf_counter() - t0
     metrics = run_evals(cfg, workdir, list(evals), opts) if evals else {}
+    curves = _curves(workdir)
     return {"config": path, "model": cfg.model.name, "seed": seed, "workdir": workdir,
             "params": param_count(cfg), "val_loss": summary.get("val_loss"),
-            "train_loss": summary.get("train_loss"), "steps": summary.get("step"),
-            "wall_s": wall, "curves": _curves(workdir), **metrics}
+            "train_loss": curves["train"][-1][1], "steps": summary.get("step"),
+            "wall_s": wall, "step_s": curves["step_s"], "curves": curves, **metrics}
 
 
 def _plot(runs: list[dict], path: str) -> None:
@@ -181,7 +187,7 @@ def main(argv=None):
             r = run_one(path, seed, {**overrides, **per_cfg.get(path, {})}, args.out, evals, opts)
             runs.append(r)
             print(f"{Path(path).stem:22s} seed {seed}  val {r['val_loss']:.4f}  "
-                  f"train {r['train_loss']:.4f}  {r['wall_s']:.0f}s  "
+                  f"train {r['train_loss']:.4f}  {r['step_s']:.2f} s/step  "
                   + "  ".join(f"{k} {r[k]:.3f}" for k in _EVAL_COLS if k in r), flush=True)
 
     by_cfg: dict[str, list[dict]] = {}
@@ -191,7 +197,7 @@ def main(argv=None):
     dev = jax.devices()[0]
     cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
     print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'val ppl':>8s} "
-          f"{'train':>7s} {'vs first':>9s} {'wall s':>7s} "
+          f"{'train':>7s} {'vs first':>9s} {'s/step':>7s} "
           + " ".join(f"{_EVAL_COLS[k]:>10s}" for k in cols)
           + f"   ({dev.device_kind}, seeds {args.seeds})")
     table = []
@@ -200,13 +206,13 @@ def main(argv=None):
         row = {"config": path, "model": rs[0]["model"], "params": rs[0]["params"],
                "val_loss": val, "val_loss_sd": statistics.pstdev(r["val_loss"] for r in rs),
                "train_loss": statistics.mean(r["train_loss"] for r in rs),
-               "wall_s": statistics.mean(r["wall_s"] for r in rs), "val_minus_first": val - base,
+               "step_s": statistics.mean(r["step_s"] for r in rs), "val_minus_first": val - base,
                **{k: statistics.mean(r[k] for r in rs) for k in cols},
                **{f"{k}_sd": statistics.pstdev(r[k] for r in rs) for k in cols}}
         table.append(row)
         print(f"{Path(path).stem:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
               f"{val:9.4f} {math.exp(val):8.2f} {row['train_loss']:7.3f} "
-              f"{val - base:+9.4f} {row['wall_s']:7.0f} "
+              f"{val - base:+9.4f} {row['step_s']:7.2f} "
               + " ".join(f"{row[k]:10.3f}" for k in cols))
     Path(args.out, "study.json").write_text(json.dumps(
         {"device": dev.device_kind, "overrides": overrides, "table": table, "runs": runs},
