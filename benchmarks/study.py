@@ -84,7 +84,8 @@ def _curves(workdir: str) -> dict:
             if "val/loss" in rec:
                 val.append((rec["step"], rec["val/loss"]))
     rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(stamps, stamps[1:]) if s1 > s0]
-    return {"train": train, "val": val, "step_s": statistics.median(rates) if rates else float("nan")}
+    step_s = statistics.median(rates) if rates else float("nan")
+    return {"train": train, "val": val, "step_s": step_s}
 
 
 def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
