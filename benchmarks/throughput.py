@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                                   # preset s, T = 512 ... 32k
     python benchmarks/throughput.py --preset=xs --seqs=512,4096 --json=/tmp/t.json --png=/tmp/t.png
     python benchmarks/throughput.py --dtype=bfloat16 --peak-tflops=989   # e.g. on one H100
+    python benchmarks/throughput.py --set=model.remat=block            # rematerialise blocks
 
 The three models are the equal-parameter triples of `benchmarks/study.py` (`--preset`: configs
 `transformer_tiny`, `titans_tiny`, `hope_small` with the preset's width, depth and FFN sizes; the
@@ -38,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
-from benchmarks.study import PRESETS  # noqa: E402
+from benchmarks.study import PRESETS, _parse_set  # noqa: E402
 from hope_jax.config import replace  # noqa: E402
 from hope_jax.param_count import load_config_file  # noqa: E402
 from hope_jax.train.state import abstract_variables  # noqa: E402
@@ -50,12 +51,13 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "TPU v5
                "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v4": 275.0, "TPU v6": 918.0}
 
 
-def model_configs(preset: str, dtype: str) -> dict:
-    """{label: ModelConfig} of the preset's equal-size triple."""
+def model_configs(preset: str, dtype: str, extra: dict | None = None) -> dict:
+    """{label: ModelConfig} of the preset's equal-size triple (+ `extra` model.* overrides)."""
     common, per_cfg = PRESETS[preset]
     out = {}
     for path, over in per_cfg.items():
-        keys = {k: v for k, v in {**common, **over}.items() if k.startswith("model.")}
+        keys = {k: v for k, v in {**common, **over, **(extra or {})}.items()
+                if k.startswith("model.")}
         out[LABELS[path]] = replace(load_config_file(path), **keys, **{"model.dtype": dtype}).model
     return out
 
@@ -147,13 +149,15 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[],
+                    help="model.key=value for every model, e.g. model.remat=block")
     ap.add_argument("--max-gb", type=float, default=12.0)
     ap.add_argument("--peak-tflops", type=float, default=0.0)
     ap.add_argument("--json", default="runs/throughput.json")
     ap.add_argument("--png", default="runs/throughput.png")
     args = ap.parse_args(argv)
 
-    cfgs = model_configs(args.preset, args.dtype)
+    cfgs = model_configs(args.preset, args.dtype, _parse_set(args.set))
     peak = peak_flops(args.peak_tflops)
     dev = jax.devices()[0]
     results = []
@@ -196,7 +200,7 @@ def main(argv=None):
                   + (f"  x{r['throughput_vs_transformer']:.2f} of Transformer++" if base else ""),
                   flush=True)
     print(f"device: {dev.device_kind} ({dev.platform}) x{jax.device_count()}, preset "
-          f"{args.preset}, batch {args.batch}, {args.dtype}")
+          f"{args.preset}, batch {args.batch}, {args.dtype}, overrides {args.set}")
     # activation memory per token: constant in T <=> linear in length
     for label in cfgs:
         rs = [r for r in results if r["model"] == label]
@@ -205,6 +209,7 @@ def main(argv=None):
               + " ".join(f"{r['seq']}:{v:.1f}" for r, v in zip(rs, per_tok))
               + f"  fast state {rs[0]['fast_state_mb']:.2f} MB at every T")
     out = {"device": dev.device_kind, "platform": dev.platform, "preset": args.preset,
+           "overrides": args.set,
            "batch": args.batch, "dtype": args.dtype, "peak_tflops": peak and peak / 1e12,
            "date": time.strftime("%Y-%m-%d"), "results": results}
     if args.json:
