@@ -4,6 +4,9 @@
     python benchmarks/throughput.py --preset=xs --seqs=512,4096 --json=/tmp/t.json --png=/tmp/t.png
     python benchmarks/throughput.py --dtype=bfloat16 --peak-tflops=989   # e.g. on one H100
     python benchmarks/throughput.py --set=model.remat=block            # rematerialise blocks
+    python benchmarks/throughput.py --seqs=4096 \
+        --variant='hope_local:hope:model.hope.cms_signal=local' \
+        --variant='hope_static_cms:hope:model.hope.cms_periods=(0,)'       # where HOPE's time goes
 
 The three models are the equal-parameter triples of `benchmarks/study.py` (`--preset`: configs
 `transformer_tiny`, `titans_tiny`, `hope_small` with the preset's width, depth and FFN sizes; the
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
 from benchmarks.study import PRESETS, _parse_set  # noqa: E402
-from hope_jax.config import replace  # noqa: E402
+from hope_jax.config import Config, replace  # noqa: E402
 from hope_jax.param_count import load_config_file  # noqa: E402
 from hope_jax.train.state import abstract_variables  # noqa: E402
 
@@ -63,8 +66,6 @@ def model_configs(preset: str, dtype: str, extra: dict | None = None) -> dict:
 
 
 def _leaves(cfg):
-    from hope_jax.config import Config
-
     params = abstract_variables(Config(model=cfg))["params"]
     import flax.linen as nn
 
@@ -151,6 +152,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--set", action="append", default=[],
                     help="model.key=value for every model, e.g. model.remat=block")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="extra model 'label:base:key=value;key=value' from base (transformer, "
+                         "titans_lmm or hope), e.g. 'hope_local:hope:model.hope.cms_signal=local'")
     ap.add_argument("--max-gb", type=float, default=12.0)
     ap.add_argument("--peak-tflops", type=float, default=0.0)
     ap.add_argument("--json", default="runs/throughput.json")
@@ -158,6 +162,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     cfgs = model_configs(args.preset, args.dtype, _parse_set(args.set))
+    for spec in args.variant:
+        label, base, sets = (spec.split(":", 2) + ["", ""])[:3]
+        if base not in cfgs:
+            raise SystemExit(f"--variant {spec!r}: base must be one of {list(cfgs)}")
+        over = _parse_set([x for x in sets.split(";") if x])
+        cfgs[label] = replace(Config(model=cfgs[base]), **over).model
     peak = peak_flops(args.peak_tflops)
     dev = jax.devices()[0]
     results = []
