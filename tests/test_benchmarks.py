@@ -1,0 +1,82 @@
+"""The benchmark scripts' own arithmetic: fast-state bytes, model FLOPs, step-time parsing."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import inner_loop, study, throughput  # noqa: E402
+from hope_jax.memory import optimizers, rules  # noqa: E402
+from hope_jax.memory.scan import MemorySpec, init_state  # noqa: E402
+from hope_jax.train.state import abstract_variables  # noqa: E402
+
+
+def test_fast_state_bytes_is_the_memory_scan_carry():
+    cfgs = throughput.model_configs("s", "float32")
+    assert throughput.fast_state_bytes(cfgs["transformer"], 3) == 0
+    ti = cfgs["titans_lmm"]
+    hd = ti.d_model // ti.num_heads
+    arch = rules.make_arch("mlp", hd, hd, depth=ti.memory.depth,
+                           hidden_mult=ti.memory.hidden_mult, out_norm=True)
+    ip = jax.vmap(arch.init)(jax.random.split(jax.random.PRNGKey(0), ti.num_heads))
+    st = init_state(MemorySpec(arch, rules.l2, optimizers.titans(momentum=True, decay=True)),
+                    ip, batch=3)
+    carry = sum(x.nbytes for x in jax.tree.leaves((st.params, st.opt_state)))
+    assert throughput.fast_state_bytes(ti, 3) == ti.num_layers * carry
+    # HOPE carries its five memories (+ momentum) and the in-context CMS level: more than Titans
+    assert throughput.fast_state_bytes(cfgs["hope"], 3) > throughput.fast_state_bytes(ti, 3)
+
+
+def test_model_flops_are_six_n_plus_causal_attention():
+    from hope_jax.config import Config
+
+    cfg = throughput.model_configs("xs", "float32")["transformer"]
+    leaves = jax.tree.leaves(abstract_variables(Config(model=cfg))["params"])
+    leaves = [getattr(x, "value", x) for x in leaves]
+    n_matrix = sum(int(np.prod(x.shape)) for x in leaves if len(x.shape) >= 2)  # tied head incl.
+    t = 256
+    expect = 6 * n_matrix + 6 * cfg.num_layers * t * cfg.d_model
+    assert throughput.model_flops_per_token(cfg, t) == expect
+
+
+def test_study_step_time_ignores_compile_and_eval_gaps(tmp_path):
+    recs = [{"step": 10, "time": 100.0, "train/loss": 3.0},    # compile before step 10
+            {"step": 20, "time": 101.0, "train/loss": 2.5},
+            {"step": 20, "time": 109.0, "val/loss": 2.6},      # an eval in between
+            {"step": 30, "time": 110.0, "train/loss": 2.2},
+            {"step": 40, "time": 111.0, "train/loss": 2.1}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    c = study._curves(str(tmp_path))
+    assert c["step_s"] == pytest.approx(0.1)
+    assert c["train"][-1] == (40, 2.1) and c["val"] == [(20, 2.6)]
+
+
+def test_study_presets_have_equal_parameter_counts():
+    from hope_jax.config import replace
+    from hope_jax.param_count import load_config_file
+    from hope_jax.train.state import param_count
+
+    for common, per_cfg in study.PRESETS.values():
+        counts = [param_count(replace(load_config_file(p), **common, **over))
+                  for p, over in per_cfg.items()]
+        assert max(counts) / min(counts) < 1.02, counts
+
+
+@pytest.mark.slow
+def test_benchmark_scripts_run(tmp_path):
+    out = throughput.main(["--preset=xs", "--seqs=64", "--rounds=1",
+                           f"--json={tmp_path}/t.json", f"--png={tmp_path}/t.png"])
+    rows = {r["model"]: r for r in out["results"]}
+    assert set(rows) == {"transformer", "titans_lmm", "hope"}
+    assert rows["transformer"]["throughput_vs_transformer"] == 1.0
+    assert all(r["tok_s"] > 0 for r in rows.values())
+    assert (tmp_path / "t.png").exists()
+    res = inner_loop.main(["--seq=64", "--batch=1", "--heads=1", "--head-dim=8", "--chunk=16",
+                           "--chunks=16,32", "--remats=0,2", "--rounds=1"])
+    assert set(res["forms"]) >= {"chunked_closed_form", "token_by_token"}
+    assert res["dtype"]["bf16 (fp32 state)"]["rel_err"] < 0.1
