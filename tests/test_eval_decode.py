@@ -62,3 +62,27 @@ def test_unsupported_models_fall_back():
         assert decode_chunk(cfg.model) == 0
         with pytest.raises(ValueError, match="cannot decode"):
             Decoder(cfg.model, None, 8)
+
+
+def _segmented_hope():
+    return tiny_config(**{"model.name": "hope", "model.d_model": 16, "model.num_layers": 1,
+                          "model.num_heads": 2, "model.hope.chunk_size": 4,
+                          "model.hope.cms_periods": (8, 0), "model.hope.cms_first_order": True})
+
+
+def test_recompute_buffer_is_a_multiple_of_the_ntp_segment():
+    """HOPE with an in-context (ntp) CMS level runs in segments of its fastest period: the
+    recompute buffer is rounded up to a multiple of it (a 266-token NIAH prompt used to fail)."""
+    from hope_jax.eval.sample import buffer_len
+
+    assert [buffer_len(_segmented_hope().model, n) for n in (8, 11, 16, 17)] == [8, 16, 16, 24]
+    assert buffer_len(tiny_config().model, 11) == 11
+
+
+@pytest.mark.slow  # one HOPE-ntp compile (~1-2 min on 2 cores)
+def test_generate_segmented_hope_from_an_odd_length_prompt():
+    cfg = _segmented_hope()
+    model = LM(cfg.model)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
+    out = generate(model, params, [1, 2, 3, 4, 5], 6, temperature=0.0)
+    assert len(out) == 6 and all(0 <= t < cfg.model.vocab_size for t in out)

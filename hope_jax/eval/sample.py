@@ -25,6 +25,18 @@ def _pick(logits_V, key, temperature: float, top_k: int):
     return jax.random.categorical(key, logits_V)
 
 
+def buffer_len(cfg, n: int) -> int:
+    """Length >= n of the recompute buffer: a multiple of the segment of models that run segment
+    by segment (HOPE with in-context `ntp` CMS levels). The zeros after the last generated token
+    never reach earlier logits (every model is causal)."""
+    from hope_jax.models.ntp import ntp_segment
+
+    length = n
+    while (s := ntp_segment(cfg, length)) and length % s:
+        length = -(-length // s) * s
+    return length
+
+
 def generate(model, params, prompt_ids: list[int], max_new_tokens: int, *,
              temperature: float = 0.0, top_k: int = 0, seed: int = 0,
              stop_id: int | None = None, recurrent: bool = True) -> list[int]:
@@ -46,7 +58,8 @@ def generate(model, params, prompt_ids: list[int], max_new_tokens: int, *,
         return _generate_recurrent(model, params, prompt_ids, max_new_tokens, temperature, top_k,
                                    seed, stop_id)
     n = len(prompt_ids) + max_new_tokens
-    buf = jnp.zeros((1, n), jnp.int32).at[0, : len(prompt_ids)].set(jnp.asarray(prompt_ids))
+    buf = jnp.zeros((1, buffer_len(model.cfg, n)), jnp.int32)
+    buf = buf.at[0, : len(prompt_ids)].set(jnp.asarray(prompt_ids))
 
     @jax.jit
     def step(buf, pos, key):
