@@ -51,6 +51,9 @@ class ModelConfig:
     scan_layers: bool = field(True, help="stack blocks with nn.scan (one compiled block)")
     remat: str = field("none", choices=("none", "block"), help="rematerialize each block")
     attn_window: int = field(0, nonneg=True, help="sliding-window size for attention; 0 = full")
+    attn_q_block: int = field(0, nonneg=True,
+                              help="attention logits this many queries at a time, recomputed in "
+                                   "backward (memory O(block x T), not O(T^2)); 0 = full")
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     hope: HopeConfig = dataclasses.field(default_factory=HopeConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)

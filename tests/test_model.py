@@ -74,6 +74,27 @@ def test_remat_same_grads():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), ga, gb)
 
 
+@pytest.mark.parametrize("window", [0, 12])
+def test_query_blocked_attention_equals_full(window):
+    """`model.attn_q_block` (logits 8 queries at a time, rematerialised) == full attention, with
+    packed documents and with a sliding window: outputs and parameter gradients."""
+    kw = {"model.attn_window": window}
+    _, full = _model("transformer", **kw)
+    _, blocked = _model("transformer", **kw, **{"model.attn_q_block": 8})
+    x = _tokens()
+    seg = jnp.concatenate([jnp.ones((2, 13), jnp.int32), 2 * jnp.ones((2, T - 13), jnp.int32)], 1)
+    pos = jnp.concatenate([jnp.arange(13), jnp.arange(T - 13)])[None].repeat(2, 0)
+    params = nn.unbox(full.init(jax.random.key(0), x))["params"]
+
+    def loss(m):
+        return lambda p: jnp.mean(m.apply({"params": p}, x, pos, seg) ** 2)
+
+    np.testing.assert_allclose(blocked.apply({"params": params}, x, pos, seg),
+                               full.apply({"params": params}, x, pos, seg), rtol=1e-5, atol=1e-5)
+    ga, gb = jax.grad(loss(full))(params), jax.grad(loss(blocked))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), ga, gb)
+
+
 def test_packed_documents_are_independent():
     """With segment ids, a packed row's 2nd document sees nothing of the 1st (Transformer++)."""
     _, model = _model("transformer")

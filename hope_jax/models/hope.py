@@ -41,7 +41,7 @@ class AttentionMixer(nn.Module):
         cfg = self.cfg
         attn = Attention(cfg.num_heads, cfg.kv_heads, cfg.head_dim, 0, cfg.rope_theta,
                          cfg.init_std, out_std(cfg), dtype_of(cfg.dtype), dtype_of(cfg.param_dtype),
-                         name="attn")
+                         q_block=cfg.attn_q_block, name="attn")
         if state is None and not max_len:
             return attn(x_BTD, positions_BT, segment_ids_BT), None
         if state is None:

@@ -38,7 +38,7 @@ class TransformerBlock(nn.Module):
         cfg = self.cfg
         attn = Attention(cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.attn_window,
                          cfg.rope_theta, cfg.init_std, out_std(cfg), dtype_of(cfg.dtype),
-                         dtype_of(cfg.param_dtype), name="attn")
+                         dtype_of(cfg.param_dtype), q_block=cfg.attn_q_block, name="attn")
         a = attn(norm(cfg, "attn_norm")(x_BTD), positions_BT, segment_ids_BT, cache=cache)
         if cache is not None:
             a, cache = a

@@ -42,6 +42,24 @@ def attend(q_BTHK, k_BSGK, v_BSGK, mask_B1TS):
     return jnp.einsum("bhts,bshk->bthk", p, v_BSGK)
 
 
+def attend_query_blocks(q_BTHK, k_BTGK, v_BTGK, idx_BT, seg_BT, window: int, block: int):
+    """Causal self-attention computed `block` queries at a time: the logits of a block are
+    [block, T] instead of [T, T], and `jax.checkpoint` recomputes them in the backward pass, so
+    activation memory is O(block x T) per layer instead of O(T^2). Same result as `attend` with
+    the full `causal_mask` (the masked half is still computed: no FLOP saving)."""
+    b, t, h, k = q_BTHK.shape
+    n = t // block
+    to_blocks = lambda x: jnp.moveaxis(x.reshape((b, n, block) + x.shape[2:]), 1, 0)  # noqa: E731
+
+    @jax.checkpoint
+    def one(xs):
+        q, iq, sq = xs
+        return attend(q, k_BTGK, v_BTGK, causal_mask(iq, idx_BT, sq, seg_BT, window))
+
+    o_NBCHK = jax.lax.map(one, (to_blocks(q_BTHK), to_blocks(idx_BT), to_blocks(seg_BT)))
+    return jnp.moveaxis(o_NBCHK, 0, 1).reshape(b, t, h, k)
+
+
 class Attention(nn.Module):
     """Multi-head causal attention with RoPE on per-document positions.
 
@@ -49,6 +67,8 @@ class Attention(nn.Module):
       num_heads, num_kv_heads, head_dim: projection shapes.
       window: sliding window (0 = full causal).
       rope_theta: RoPE base.
+      q_block: queries per block of `attend_query_blocks` for sequences longer than this and a
+        multiple of it (0 = always the full [T, T] logits).
     """
 
     num_heads: int
@@ -60,6 +80,7 @@ class Attention(nn.Module):
     out_std: float | None = None
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    q_block: int = 0
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, cache=None):
@@ -83,6 +104,9 @@ class Attention(nn.Module):
         out = DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or self.std, name="o",
                            **kw)
         idx_BT = jnp.broadcast_to(jnp.arange(t), (b, t))
+        if cache is None and self.q_block and t > self.q_block and t % self.q_block == 0:
+            return out(attend_query_blocks(q, kk, v, idx_BT, segment_ids_BT, self.window,
+                                           self.q_block))
         if cache is None:
             mask = causal_mask(idx_BT, idx_BT, segment_ids_BT, segment_ids_BT, self.window)
             return out(attend(q, kk, v, mask))
