@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 
 import numpy as np
@@ -59,6 +61,14 @@ def test_mqar_generator_and_scorer():
     rand = mqar.evaluate(lambda bt: rng.normal(size=bt["inputs"].shape + (129,)), [8], 40,
                          batches=8, batch=16)
     assert rand[8] < 5.0  # chance = 1/129 over the whole vocabulary
+
+
+def test_mqar_plot_takes_results_read_back_from_json(tmp_path):
+    """results.json turns the int keys of accuracy_by_num_kv into strings; plot takes both."""
+    fresh = {"accuracy_by_num_kv": {2: 90.0, 8: 40.0}}
+    cached = json.loads(json.dumps(fresh))
+    path = mqar.plot({"fresh": fresh, "cached": cached}, str(tmp_path / "mqar.png"))
+    assert os.path.getsize(path) > 0
 
 
 def test_continual_report_hand_made():

@@ -100,8 +100,9 @@ def plot(results: dict[str, dict], path: str) -> str:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, r in results.items():
-        xs = sorted(int(k) for k in r["accuracy_by_num_kv"])
-        ax.plot(xs, [r["accuracy_by_num_kv"][k] for k in xs], marker="o", label=name)
+        acc = {int(k): v for k, v in r["accuracy_by_num_kv"].items()}  # JSON keys are strings
+        xs = sorted(acc)
+        ax.plot(xs, [acc[k] for k in xs], marker="o", label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("key-value pairs")
     ax.set_ylabel("MQAR accuracy (%)")
