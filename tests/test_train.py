@@ -111,6 +111,23 @@ def test_different_model_in_workdir_is_refused(tmp_path):
     assert _tree_hash(tmp_path) == before
 
 
+def test_settings_added_to_the_schema_later_do_not_orphan_old_runs():
+    """A run written before a model setting existed still matches while the setting keeps its
+    default, and is refused once it does not (config.json and checkpoint meta alike)."""
+    from hope_jax.train.checkpoint import config_diff, model_defaults
+
+    defaults = model_defaults()
+    current = json.loads(json.dumps(tiny_config().to_dict()["model"]))
+    old = {k: v for k, v in current.items() if k != "attn_q_block"}
+    old["hope"] = {k: v for k, v in current["hope"].items() if k != "lr_init"}
+    assert config_diff(old, current, "config.model", defaults=defaults) == []
+    changed = {**current, "attn_q_block": 512, "hope": {**current["hope"], "lr_init": 0.1}}
+    assert config_diff(old, changed, "config.model", defaults=defaults) == [
+        "config.model.attn_q_block: checkpoint '<absent>' vs config 512",
+        "config.model.hope.lr_init: checkpoint '<absent>' vs config 0.1"]
+    assert config_diff(old, current, "config.model")  # without defaults: strict
+
+
 def test_checkpoint_from_other_model_is_refused(tmp_path):
     """Even without config.json, the checkpoint metadata catches a model mismatch."""
     train(tiny_config(**{"train.steps": 2}), str(tmp_path))

@@ -8,6 +8,7 @@ checkpoint except orbax's keep-last-N rotation of checkpoints this run wrote its
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -20,16 +21,37 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit the current config."""
 
 
-def config_diff(saved: dict, current: dict, prefix: str, label: str = "checkpoint") -> list[str]:
-    """Lines `prefix.key: <label> a vs config b` for every differing leaf of two config dicts."""
-    out = []
+def model_defaults() -> dict:
+    """The model section of a default config, as it appears in config.json / checkpoint meta."""
+    import dataclasses
+
+    from hope_jax.config import ModelConfig
+
+    return json.loads(json.dumps(dataclasses.asdict(ModelConfig())))
+
+
+def config_diff(saved: dict, current: dict, prefix: str, label: str = "checkpoint",
+                defaults: dict | None = None) -> list[str]:
+    """Lines `prefix.key: <label> a vs config b` for every differing leaf of two config dicts.
+
+    A key the saved dict lacks (a setting added to the schema after the run was written) matches
+    when the current value is the schema default from `defaults` (same nesting)."""
+    out, defaults = [], defaults or {}
     for k in sorted(set(saved) | set(current)):
         a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, f"{prefix}.{k}", label)
-        elif a != b and not (isinstance(a, list) and tuple(a) == b):
+        d = defaults.get(k, "<absent>")
+        if isinstance(b, dict) and (isinstance(a, dict) or a == "<absent>"):
+            out += config_diff(a if isinstance(a, dict) else {}, b, f"{prefix}.{k}", label,
+                               d if isinstance(d, dict) else None)
+        elif not _same(a, b) and not (a == "<absent>" and _same(d, b)):
             out.append(f"{prefix}.{k}: {label} {a!r} vs config {b!r}")
     return out
+
+
+def _same(a, b) -> bool:
+    """Equal, with JSON lists and tuples of the same items counted equal."""
+    seq = (list, tuple)
+    return a == b or (isinstance(a, seq) and isinstance(b, seq) and tuple(a) == tuple(b))
 
 
 class Checkpointer:
@@ -81,7 +103,8 @@ class Checkpointer:
     def check_compatible(self, step: int, meta: dict) -> None:
         """Raises CheckpointError naming the first differing model/tokenizer setting."""
         saved = self.read_meta(step)
-        problems = config_diff(saved.get("model", {}), meta["model"], "config.model")
+        problems = config_diff(saved.get("model", {}), meta["model"], "config.model",
+                               defaults=model_defaults())
         if saved.get("tokenizer") != meta["tokenizer"]:
             problems.insert(0, f"tokenizer: checkpoint {saved.get('tokenizer')!r} "
                                f"vs config {meta['tokenizer']!r}")

@@ -8,7 +8,7 @@ import os
 import jax
 
 from hope_jax.config import Config
-from hope_jax.train.checkpoint import CheckpointError, config_diff
+from hope_jax.train.checkpoint import CheckpointError, config_diff, model_defaults
 
 CONFIG_FILE = "config.json"
 
@@ -42,7 +42,8 @@ def prepare_workdir(cfg: Config, workdir: str, tokenizer) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is unreadable ({e}); nothing was changed") from e
     current = json.loads(text)
-    problems = config_diff(saved.get("model", {}), current["model"], "config.model", "workdir")
+    problems = config_diff(saved.get("model", {}), current["model"], "config.model", "workdir",
+                           model_defaults())
     for key in ("tokenizer", "tokenizer_path"):
         if saved.get("data", {}).get(key) != current["data"][key]:
             problems.append(f"config.data.{key}: workdir {saved.get('data', {}).get(key)!r} "
