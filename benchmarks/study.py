@@ -14,9 +14,8 @@ equalise parameter counts). Then the evaluation suites of --evals run on the run
 train the run's architecture from scratch (task seed = run seed), `niah` greedy-decodes the
 trained model. Prints a table of final validation loss / perplexity, MQAR / NIAH accuracy,
 continual-learning backward transfer, parameter count and steady-state seconds per training
-step (mean over seeds, with each
-model's validation loss relative to the first config's), and writes `study.json`, `study.png`
-(validation and train loss curves) and `study_mqar.png`.
+step (mean over seeds, with each model's validation loss relative to the first config's), and
+writes `study.json`, `study.png` (validation and train loss curves) and `study_mqar.png`.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ _EVAL_COLS = {"mqar_acc": "MQAR %", "niah_acc": "NIAH %", "cl_bwt": "CL BWT",
               "cl_final_loss": "CL loss"}
 
 
-def _parse_set(items: list[str]) -> dict:
+def parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, _, value = item.partition("=")
@@ -174,7 +173,7 @@ def main(argv=None):
 
     common, per_cfg = PRESETS[args.preset] if args.preset else ({}, {})
     configs = args.configs.split(",") if args.configs else list(per_cfg) or list(TINY)
-    overrides = {**common, **_parse_set(args.set)}
+    overrides = {**common, **parse_set(args.set)}
     evals = [e for e in args.evals.split(",") if e]
     opts = SuiteOptions(niah_lengths=tuple(int(n) for n in args.niah_lengths.split(",")),
                         niah_depths=(0.0, 0.5, 1.0), niah_samples=1, mqar_steps=args.mqar_steps,

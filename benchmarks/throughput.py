@@ -36,13 +36,13 @@ import sys
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
-from benchmarks.study import PRESETS, _parse_set  # noqa: E402
+from benchmarks.study import PRESETS, parse_set  # noqa: E402
 from hope_jax.config import Config, replace  # noqa: E402
 from hope_jax.param_count import load_config_file  # noqa: E402
 from hope_jax.train.state import abstract_variables  # noqa: E402
@@ -67,8 +67,6 @@ def model_configs(preset: str, dtype: str, extra: dict | None = None) -> dict:
 
 def _leaves(cfg):
     params = abstract_variables(Config(model=cfg))["params"]
-    import flax.linen as nn
-
     return jax.tree_util.tree_flatten_with_path(nn.unbox(params))[0]
 
 
@@ -161,12 +159,12 @@ def main(argv=None):
     ap.add_argument("--png", default="runs/throughput.png")
     args = ap.parse_args(argv)
 
-    cfgs = model_configs(args.preset, args.dtype, _parse_set(args.set))
+    cfgs = model_configs(args.preset, args.dtype, parse_set(args.set))
     for spec in args.variant:
         label, base, sets = (spec.split(":", 2) + ["", ""])[:3]
         if base not in cfgs:
             raise SystemExit(f"--variant {spec!r}: base must be one of {list(cfgs)}")
-        over = _parse_set([x for x in sets.split(";") if x])
+        over = parse_set([x for x in sets.split(";") if x])
         cfgs[label] = replace(Config(model=cfgs[base]), **over).model
     peak = peak_flops(args.peak_tflops)
     dev = jax.devices()[0]
@@ -233,5 +231,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from hope_jax.models.decode import Decoder, decode_chunk
+from hope_jax.models.ntp import ntp_segment
 
 
 def _pick(logits_V, key, temperature: float, top_k: int):
@@ -29,8 +30,6 @@ def buffer_len(cfg, n: int) -> int:
     """Length >= n of the recompute buffer: a multiple of the segment of models that run segment
     by segment (HOPE with in-context `ntp` CMS levels). The zeros after the last generated token
     never reach earlier logits (every model is causal)."""
-    from hope_jax.models.ntp import ntp_segment
-
     length = n
     while (s := ntp_segment(cfg, length)) and length % s:
         length = -(-length // s) * s

@@ -8,6 +8,7 @@ checkpoint except orbax's keep-last-N rotation of checkpoints this run wrote its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -16,6 +17,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from hope_jax.config import ModelConfig
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit the current config."""
@@ -23,10 +26,6 @@ class CheckpointError(RuntimeError):
 
 def model_defaults() -> dict:
     """The model section of a default config, as it appears in config.json / checkpoint meta."""
-    import dataclasses
-
-    from hope_jax.config import ModelConfig
-
     return json.loads(json.dumps(dataclasses.asdict(ModelConfig())))
 
 
