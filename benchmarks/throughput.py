@@ -30,6 +30,7 @@ left out and achieved TFLOP/s is printed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -65,7 +66,10 @@ def model_configs(preset: str, dtype: str, extra: dict | None = None) -> dict:
     return out
 
 
+@functools.cache
 def _leaves(cfg):
+    """(path, ShapeDtypeStruct) of every parameter; one `eval_shape` per model config (HOPE's
+    takes seconds, and every sequence length asks for it twice)."""
     params = abstract_variables(Config(model=cfg))["params"]
     return jax.tree_util.tree_flatten_with_path(nn.unbox(params))[0]
 
