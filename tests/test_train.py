@@ -97,7 +97,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     before = _tree_hash(tmp_path / "checkpoints")
     # Same optimizer structure (so the checkpoint restores), absurd learning rate.
     bad = tiny_config(**{"train.steps": 10, "optim.lr": 1e30, "optim.warmup_steps": 0})
-    msg = r"non-finite loss at step \d+.*Last good checkpoint: step 4"
+    msg = r"non-finite loss at step \d+.*last good checkpoint: step 4"
     with pytest.raises(TrainingError, match=msg):
         train(bad, str(tmp_path))
     assert _tree_hash(tmp_path / "checkpoints") == before
