@@ -3,7 +3,8 @@
 A user error (bad flag or config key, bad data, unusable workdir or checkpoint, a failed write,
 Ctrl-C) is reported as one line `error: ...` on stderr with exit status 2 (130 for Ctrl-C);
 `--verbose` or the environment variable HOPE_JAX_VERBOSE=1 shows the traceback instead. stdout
-carries only the JSON result. Library log chatter (orbax) is silenced unless verbose.
+carries only the JSON result. Library chatter (orbax logs, the late asyncio/tensorstore callbacks
+of a failed orbax write) is silenced unless verbose.
 """
 
 from __future__ import annotations
@@ -111,6 +112,18 @@ class _QuietLibraries(logging.Filter):
         return "orbax" not in record.pathname
 
 
+def _drop_late_callback_errors(hook):
+    """A sys.unraisablehook that drops 'Event loop is closed' RuntimeErrors: tensorstore
+    completing the rest of a failed orbax read/write calls back into the asyncio loop orbax has
+    already closed (the failure itself is reported by us as one line)."""
+
+    def unraisablehook(u):
+        if not (u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed"):
+            hook(u)
+
+    return unraisablehook
+
+
 def run(main: Callable[[], dict]) -> None:
     """The entry point of a script: parse flags, run `main`, print its JSON result."""
 
@@ -122,6 +135,9 @@ def run(main: Callable[[], dict]) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file op at INFO
         if not verbose():
             logging.getLogger("absl").addFilter(_QuietLibraries())
+            sys.unraisablehook = _drop_late_callback_errors(sys.unraisablehook)
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # "exception never retrieved"
+            # of orbax's writes after a failed save we already reported
         result = run_guarded(main)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C has nothing to abort
         print_json(result)

@@ -177,7 +177,8 @@ def test_config_mistakes_are_one_line(tmp_path, args, needles):
 
 
 def test_verbose_shows_the_traceback(tmp_path):
-    r = train("--config.model.d_modle=64", f"--workdir={tmp_path}/r", env=_env(HOPE_JAX_VERBOSE="1"))
+    r = train("--config.model.d_modle=64", f"--workdir={tmp_path}/r",
+              env=_env(HOPE_JAX_VERBOSE="1"))
     assert r.returncode != 0 and "Traceback" in r.stderr
     r = evaluate("--verbose")
     assert r.returncode != 0 and "Traceback" in r.stderr and "--workdir" in r.stderr

@@ -103,6 +103,18 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     assert _tree_hash(tmp_path / "checkpoints") == before
 
 
+def test_first_ctrl_c_stops_and_the_second_aborts():
+    """SIGINT is handled like SIGTERM (a flag checked between steps); a second one aborts."""
+    from hope_jax.train.loop import _StopFlag
+
+    with _StopFlag() as stop:
+        signal.raise_signal(signal.SIGINT)
+        assert stop.signal == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_different_model_in_workdir_is_refused(tmp_path):
     train(tiny_config(**{"train.steps": 2}), str(tmp_path))
     before = _tree_hash(tmp_path)

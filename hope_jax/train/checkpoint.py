@@ -2,9 +2,9 @@
 
 Layout: `<workdir>/checkpoints/<step>/{state,data,meta}`. `meta` holds the resolved model config
 and the tokenizer identity, so a checkpoint is never silently restored into a different model or
-tokenizer. Saves are asynchronous and keep the last `keep` steps plus the newest one known good; nothing here
-deletes a checkpoint except that rotation. A checkpoint that must leave the way (proven bad, or
-newer than an explicit `--restore_step`) is moved to `<workdir>/checkpoints_aside/<step>`.
+tokenizer. Saves are asynchronous and keep the last `keep` steps plus the newest one known good;
+nothing here deletes a checkpoint except that rotation. A checkpoint that must leave the way
+(proven bad, or newer than an explicit `--restore_step`) is moved to `checkpoints_aside/<step>`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import jax
 import orbax.checkpoint as ocp
 
 from hope_jax.config import ModelConfig
-
 
 ASIDE_DIR = "checkpoints_aside"  # checkpoints moved out of the way (never deleted), by step
 

@@ -299,7 +299,8 @@ def _loop(run: Setup, stop_after: int | None) -> dict[str, Any]:
             drain()
             final = int(state.step)
             if summary["status"] == "done":
-                save(final)  # before the final evaluation: nothing it does can lose the run
+                save(final)  # on disk before the final evaluation: it cannot lose the run
+                ckpt.wait()
                 if final == cfg.train.steps or cfg.train.eval_every:
                     run_eval(final)
             ckpt.wait()
