@@ -113,12 +113,15 @@ class _QuietLibraries(logging.Filter):
 
 
 def _drop_late_callback_errors(hook):
-    """A sys.unraisablehook that drops 'Event loop is closed' RuntimeErrors: tensorstore
-    completing the rest of a failed orbax read/write calls back into the asyncio loop orbax has
-    already closed (the failure itself is reported by us as one line)."""
+    """A sys.unraisablehook that drops the leftovers of a failed orbax read/write: tensorstore
+    completing the rest of it calls back into the asyncio loop orbax has already closed ('Event
+    loop is closed'), and orbax's abandoned coroutines raise when collected. The failure itself is
+    reported by us as one line."""
 
     def unraisablehook(u):
-        if not (u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed"):
+        code = getattr(u.object, "cr_code", None)
+        late = u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed"
+        if not (late or (code is not None and "orbax" in code.co_filename)):
             hook(u)
 
     return unraisablehook

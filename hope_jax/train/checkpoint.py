@@ -60,7 +60,7 @@ def _same(a, b) -> bool:
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = str(e).strip()
+    text = str(e).split(" See full TensorStore details")[0].strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:limit] if text else ''}"
 
 
