@@ -98,10 +98,13 @@ class DataConfig:
     source: str = field("stdlib", choices=("stdlib", "files"),
                      help="stdlib = embedded Python-stdlib corpus; files = train_paths")
     train_paths: tuple[str, ...] = field(
-        (), help="files or directories (.txt .jsonl .parquet .arrayrecord)")
+        (), help="files or directories: UTF-8 text (any name), .jsonl, .parquet, .arrayrecord; "
+                 "gzip/zstd read transparently")
     val_paths: tuple[str, ...] = field((), help="validation files; empty = hold out val_fraction")
     val_fraction: float = field(0.02, nonneg=True,
                                 help="share of documents held out for validation")
+    format: str = field("auto", choices=("auto", "text", "jsonl", "parquet", "arrayrecord"),
+                        help="auto = by name (.jsonl .parquet .arrayrecord; else text)")
     text_field: str = field("text", help="field holding the text in jsonl/parquet records")
     tokenizer: str = field("byte", choices=("byte", "hf", "sentencepiece"))
     tokenizer_path: str = field("", help="tokenizer.json (hf) or .model (sentencepiece)")
