@@ -54,6 +54,9 @@ class ModelConfig:
     attn_q_block: int = field(0, nonneg=True,
                               help="attention logits this many queries at a time, recomputed in "
                                    "backward (memory O(block x T), not O(T^2)); 0 = full")
+    attn_impl: str = field("auto", choices=("auto", "xla", "dot_product", "cudnn", "splash"),
+                           help="attention kernel (nn/attention_kernels.py); auto = cudnn on GPU "
+                                "(bf16/fp16), splash on TPU, else xla")
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     hope: HopeConfig = dataclasses.field(default_factory=HopeConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
@@ -89,6 +92,8 @@ class ModelConfig:
             raise ConfigError(
                 f"{path}.num_kv_heads={self.kv_heads} must divide {path}.num_heads={self.num_heads}"
             )
+        if self.attn_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+            raise ConfigError(f"{path}.attn_impl='cudnn' needs {path}.dtype bfloat16 or float16")
 
 
 @dataclasses.dataclass(frozen=True)
