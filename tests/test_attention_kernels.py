@@ -104,3 +104,16 @@ def test_resolve_impl_per_backend_and_errors():
         validate({"model": {"attn_impl": "cudnn"}})
     assert validate({"model": {"attn_impl": "cudnn", "dtype": "bfloat16"}}).model.attn_impl == (
         "cudnn")
+
+
+def test_splash_under_a_mesh_runs_per_shard():
+    from hope_jax.config import MeshConfig
+    from hope_jax.sharding import make_mesh, mesh_context
+
+    q, k, v, seg = _inputs(4, 128, 4, 2, 16, seed=2)
+    seg = jnp.concatenate([seg, seg[:, ::-1]])  # 4 rows: rows 2-3 reversed (padding first)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2), jax.devices()[:8])
+    with mesh_context(mesh):
+        out = jax.jit(lambda q, k, v: fused_attention(q, k, v, seg, 0, "splash",
+                                                      interpret=True))(q, k, v)
+    np.testing.assert_allclose(out, _reference(q, k, v, seg, 0), atol=2e-5, rtol=2e-5)

@@ -16,7 +16,9 @@ document (segment id). Padding (segment 0) attends to padding, so no row is full
                and bfloat16 / float16 (`model.dtype`).
   splash       `jax.experimental.pallas.ops.tpu.splash_attention` (imported only when used):
                causal / local mask blocks skipped, document masking by segment ids, GQA by the
-               MQA kernel per kv head group. Needs a TPU and T a multiple of 128.
+               MQA kernel per kv head group. Needs a TPU and T a multiple of 128. Under a
+               device mesh (`sharding.mesh_context`) it runs in `shard_map` (a Mosaic kernel is
+               not partitioned by XLA): batch split over (data, fsdp), heads over tensor.
   auto         cudnn on GPU when the dtype and head dim allow it, splash on TPU when T % 128 == 0,
                else xla.
 A fused kernel replaces the query-blocked path (it never holds [T, T] logits anyway).
@@ -26,8 +28,11 @@ Shape legend: B batch, T time, H query heads, G kv heads, K head dim.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 __all__ = ["ATTN_IMPLS", "fused_attention", "resolve_impl"]
 
@@ -89,6 +94,23 @@ def _splash(q_BTHK, k_BTGK, v_BTGK, seg_BT, window: int, interpret: bool = False
     return jnp.moveaxis(o_BGNTK, 3, 1).reshape(b, t, h, k).astype(v_BTGK.dtype)
 
 
+def _per_shard(fn, q_BTHK, k_BTGK, v_BTGK, seg_BT):
+    """`fn(q, k, v, seg)` under the context mesh, if any, in shard_map: rows split over the
+    (data, fsdp) axes and kv-head groups over tensor where they divide, else replicated."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return fn(q_BTHK, k_BTGK, v_BTGK, seg_BT)
+    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    rows = tuple(a for a in ("data", "fsdp") if sizes.get(a, 1) > 1)
+    if q_BTHK.shape[0] % math.prod(sizes[a] for a in rows):
+        rows = ()
+    tp = sizes.get("tensor", 1)
+    heads = "tensor" if tp > 1 and k_BTGK.shape[2] % tp == 0 else None
+    x = P(rows or None, None, heads, None)
+    return jax.shard_map(fn, in_specs=(x, x, x, P(rows or None, None)), out_specs=x,
+                         check_vma=False)(q_BTHK, k_BTGK, v_BTGK, seg_BT)
+
+
 def fused_attention(q_BTHK, k_BTGK, v_BTGK, seg_BT, window: int, impl: str, *,
                     interpret: bool = False):
     """Causal self-attention over packed rows with the kernel `impl` resolves to (not "xla").
@@ -102,7 +124,8 @@ def fused_attention(q_BTHK, k_BTGK, v_BTGK, seg_BT, window: int, impl: str, *,
     b, t, h, k = q_BTHK.shape
     kind = "splash" if interpret else resolve_impl(impl, q_BTHK.dtype, k, t)
     if kind == "splash":
-        return _splash(q_BTHK, k_BTGK, v_BTGK, seg_BT, window, interpret)
+        splash = lambda q, k, v, seg: _splash(q, k, v, seg, window, interpret)  # noqa: E731
+        return _per_shard(splash, q_BTHK, k_BTGK, v_BTGK, seg_BT)
     if kind in ("dot_product", "cudnn"):
         return _dot_product(q_BTHK, k_BTGK, v_BTGK, seg_BT, window,
                             "xla" if kind == "dot_product" else "cudnn")
