@@ -85,16 +85,19 @@ def test_module_fused_path_equals_xla_and_query_blocked_paths():
 
 
 def test_resolve_impl_per_backend_and_errors():
-    bf16, f32 = jnp.bfloat16, jnp.float32
+    bf16, f32, h100, v100 = jnp.bfloat16, jnp.float32, (9, 0), (7, 0)
     assert resolve_impl("auto", bf16, 64, 256, "cpu") == "xla"
-    assert resolve_impl("auto", bf16, 64, 256, "gpu") == "cudnn"
-    assert resolve_impl("auto", f32, 64, 256, "gpu") == "xla"  # cuDNN flash needs bf16/fp16
-    assert resolve_impl("auto", bf16, 256, 256, "gpu") == "xla"
+    assert resolve_impl("auto", bf16, 64, 256, "gpu", h100) == "cudnn"
+    assert resolve_impl("auto", f32, 64, 256, "gpu", h100) == "xla"  # cuDNN flash: bf16/fp16
+    assert resolve_impl("auto", bf16, 256, 256, "gpu", h100) == "xla"
+    assert resolve_impl("auto", bf16, 64, 255, "gpu", h100) == "xla"
+    assert resolve_impl("auto", bf16, 64, 256, "gpu", v100) == "xla"  # pre-Ampere
     assert resolve_impl("auto", f32, 64, 256, "tpu") == "splash"
     assert resolve_impl("auto", f32, 64, 100, "tpu") == "xla"
     assert resolve_impl("dot_product", f32, 64, 100, "cpu") == "dot_product"
-    with pytest.raises(ValueError, match="'cudnn' needs a GPU"):
+    with pytest.raises(ValueError, match="'cudnn' needs an Ampere"):
         resolve_impl("cudnn", bf16, 64, 256, "cpu")
+    assert resolve_impl("cudnn", bf16, 64, 256, "gpu", h100) == "cudnn"
     with pytest.raises(ValueError, match="'splash' needs a TPU"):
         resolve_impl("splash", f32, 64, 256, "gpu")
     assert jax.default_backend() != "cpu" or Attention(4, 4, 8).impl == "auto"

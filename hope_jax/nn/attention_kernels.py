@@ -12,15 +12,16 @@ document (segment id). Padding (segment 0) attends to padding, so no row is full
   dot_product  `jax.nn.dot_product_attention(implementation="xla")`, causal + window + document
                mask (materializes [B, H, T, T] logits like `xla`; for checking the kernels).
   cudnn        the same call with implementation="cudnn": the causal / window part is never
-               computed; documents are a [B, 1, T, T] mask (turned into a bias by JAX). Needs a GPU
-               and bfloat16 / float16 (`model.dtype`).
+               computed; documents are a [B, 1, T, T] mask (turned into a bias by JAX, so memory
+               keeps a T^2 term per row, not per head). Needs an Ampere+ GPU and bfloat16 /
+               float16 (`model.dtype`); see `resolve_impl`.
   splash       `jax.experimental.pallas.ops.tpu.splash_attention` (imported only when used):
                causal / local mask blocks skipped, document masking by segment ids, GQA by the
                MQA kernel per kv head group. Needs a TPU and T a multiple of 128. Under a
                device mesh (`sharding.mesh_context`) it runs in `shard_map` (a Mosaic kernel is
                not partitioned by XLA): batch split over (data, fsdp), heads over tensor.
-  auto         cudnn on GPU when the dtype and head dim allow it, splash on TPU when T % 128 == 0,
-               else xla.
+  auto         cudnn on GPU when the device, dtype and shapes allow it, splash on TPU when
+               T % 128 == 0, else xla.
 A fused kernel replaces the query-blocked path (it never holds [T, T] logits anyway).
 
 Shape legend: B batch, T time, H query heads, G kv heads, K head dim.
@@ -40,22 +41,40 @@ ATTN_IMPLS = ("auto", "xla", "dot_product", "cudnn", "splash")
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
-def resolve_impl(impl: str, dtype, head_dim: int, seq_len: int, backend: str | None = None) -> str:
-    """The kernel `impl` means here: "auto" picks per backend; ValueError if `impl` cannot run."""
+def _gpu_capability() -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in jax.devices()[0].compute_capability.split("."))
+    except (AttributeError, ValueError):
+        return (0,)
+
+
+def resolve_impl(impl: str, dtype, head_dim: int, seq_len: int, backend: str | None = None,
+                 gpu_capability: tuple[int, ...] | None = None) -> str:
+    """The kernel `impl` means here: "auto" picks per backend; ValueError if `impl` cannot run.
+
+    cuDNN flash attention (as JAX calls it, with the document mask as a bias) needs an Ampere or
+    newer GPU (compute capability >= 8.0), bfloat16 / float16, a head dim <= 128 divisible by 8
+    and an even sequence length; splash needs a TPU and T % 128 == 0.
+    `backend` / `gpu_capability` default to those of the first device.
+    """
     backend = backend or jax.default_backend()
-    cudnn_ok = jnp.dtype(dtype) in _CUDNN_DTYPES and head_dim % 8 == 0 and head_dim <= 128
+    if backend == "gpu" and gpu_capability is None:
+        gpu_capability = _gpu_capability()
+    cudnn_ok = (backend == "gpu" and gpu_capability >= (8, 0) and head_dim % 8 == 0
+                and jnp.dtype(dtype) in _CUDNN_DTYPES and head_dim <= 128 and seq_len % 2 == 0)
     if impl == "auto":
-        if backend == "gpu" and cudnn_ok:
+        if cudnn_ok:
             return "cudnn"
         if backend == "tpu" and seq_len % 128 == 0:
             return "splash"
         return "xla"
     if impl not in ATTN_IMPLS:
         raise ValueError(f"model.attn_impl={impl!r}; choose from {ATTN_IMPLS}")
-    if impl == "cudnn" and (backend != "gpu" or not cudnn_ok):
-        raise ValueError(f"model.attn_impl='cudnn' needs a GPU, bfloat16/float16 and a head dim "
-                         f"<= 128 divisible by 8 (got {backend}, {jnp.dtype(dtype).name}, "
-                         f"{head_dim})")
+    if impl == "cudnn" and not cudnn_ok:
+        raise ValueError(
+            f"model.attn_impl='cudnn' needs an Ampere+ GPU, bfloat16/float16, a head dim <= 128 "
+            f"divisible by 8 and an even length (got {backend} {gpu_capability or ''}, "
+            f"{jnp.dtype(dtype).name}, head dim {head_dim}, T={seq_len})")
     if impl == "splash" and (backend != "tpu" or seq_len % 128):
         raise ValueError(f"model.attn_impl='splash' needs a TPU and a sequence length divisible "
                          f"by 128 (got {backend}, T={seq_len})")
