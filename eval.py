@@ -27,6 +27,7 @@ flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("recurrent", True, "Sample with KV cache / carried fast state when supported.")
 flags.DEFINE_list("tasks", [], "lm-eval tasks (paper spelling: siqa = social_iqa).")
 flags.DEFINE_string("task_dir", "", "Directory of local task YAMLs (offline datasets).")
+flags.DEFINE_list("task_data", [], "task=file,...: the harness's own task on a local file.")
 flags.DEFINE_integer("limit", 0, "lm-eval: examples per task (0 = all).")
 flags.DEFINE_integer("batch_size", 8, "lm-eval: requests per batch.")
 flags.DEFINE_list("suite", [], "Suites: ppl, lm_eval, niah, ppl_position, mqar, continual, all.")
@@ -89,6 +90,7 @@ def main():
 
     opts = SuiteOptions(
         tasks=tuple(FLAGS.tasks), task_dir=FLAGS.task_dir, limit=FLAGS.limit,
+        task_data=tuple(FLAGS.task_data),
         batch_size=FLAGS.batch_size, niah_lengths=tuple(int(x) for x in FLAGS.niah_lengths),
         niah_depths=tuple(float(x) for x in FLAGS.niah_depths), niah_samples=FLAGS.niah_samples,
         long_len=FLAGS.long_len, mqar_config=FLAGS.mqar_config, mqar_steps=FLAGS.mqar_steps,

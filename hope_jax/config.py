@@ -54,6 +54,9 @@ class ModelConfig:
     attn_q_block: int = field(0, nonneg=True,
                               help="attention logits this many queries at a time, recomputed in "
                                    "backward (memory O(block x T), not O(T^2)); 0 = full")
+    attn_impl: str = field("auto", choices=("auto", "xla", "dot_product", "cudnn", "splash"),
+                           help="attention kernel (nn/attention_kernels.py); auto = cudnn on GPU "
+                                "(bf16/fp16), splash on TPU, else xla")
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     hope: HopeConfig = dataclasses.field(default_factory=HopeConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
@@ -89,6 +92,8 @@ class ModelConfig:
             raise ConfigError(
                 f"{path}.num_kv_heads={self.kv_heads} must divide {path}.num_heads={self.num_heads}"
             )
+        if self.attn_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+            raise ConfigError(f"{path}.attn_impl='cudnn' needs {path}.dtype bfloat16 or float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +103,13 @@ class DataConfig:
     source: str = field("stdlib", choices=("stdlib", "files"),
                      help="stdlib = embedded Python-stdlib corpus; files = train_paths")
     train_paths: tuple[str, ...] = field(
-        (), help="files or directories (.txt .jsonl .parquet .arrayrecord)")
+        (), help="files or directories: UTF-8 text (any name), .jsonl, .parquet, .arrayrecord; "
+                 "gzip/zstd read transparently")
     val_paths: tuple[str, ...] = field((), help="validation files; empty = hold out val_fraction")
     val_fraction: float = field(0.02, nonneg=True,
                                 help="share of documents held out for validation")
+    format: str = field("auto", choices=("auto", "text", "jsonl", "parquet", "arrayrecord"),
+                        help="auto = by name (.jsonl .parquet .arrayrecord; else text)")
     text_field: str = field("text", help="field holding the text in jsonl/parquet records")
     tokenizer: str = field("byte", choices=("byte", "hf", "sentencepiece"))
     tokenizer_path: str = field("", help="tokenizer.json (hf) or .model (sentencepiece)")

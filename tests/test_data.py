@@ -393,10 +393,11 @@ def test_bad_data_files_name_the_file(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     _raises(_cfg([tmp_path / "empty.txt"]), "empty.txt", "empty")
     (tmp_path / "emptydir").mkdir()
-    (tmp_path / "emptydir" / "notes.md").write_text("not data")
+    (tmp_path / "emptydir" / "meta.json").write_text("{}")  # refused extension: not data
+    (tmp_path / "emptydir" / ".hidden").write_text("not data")
     _raises(_cfg([tmp_path / "emptydir"]), "emptydir", "no data files")
     (tmp_path / "latin1.txt").write_bytes(b"abc caf" + "é".encode("latin-1"))
-    _raises(_cfg([tmp_path / "latin1.txt"]), "latin1.txt", "not UTF-8", "byte offset 7")
+    _raises(_cfg([tmp_path / "latin1.txt"]), "latin1.txt", "not UTF-8 text", "byte offset 7")
     (tmp_path / "d.jsonl").write_text('{"text": "a"}\n{"body": "b"}\n')
     _raises(_cfg([tmp_path / "d.jsonl"]), "d.jsonl", "line 2", "'text'")
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": \n')

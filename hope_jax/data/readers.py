@@ -1,8 +1,9 @@
 """Per-format document readers: index a file into documents, then read any document by index.
 
-A document is `(reader, a, b)`: for .txt and .jsonl files `[a, b)` is a byte range of the file (the
-whole file, or one line); for .parquet and ArrayRecord files `a` is the row / record number. Text
-and jsonl files are validated when indexed (UTF-8, JSON, text field), so a bad file fails before
+A document is `(reader, a, b)`: for text and jsonl files `[a, b)` is a byte range of the file (the
+whole file, or one line); for parquet and ArrayRecord files `a` is the row / record number. Which
+reader a file gets and how compressed files are read: `formats.py`. Text and jsonl files are
+validated when indexed (UTF-8 without NUL bytes, JSON, text field), so a bad file fails before
 training starts; parquet files check their schema when indexed; ArrayRecord records are checked
 when read (indexing them all up front would read the whole, possibly huge, file).
 """
@@ -15,12 +16,9 @@ import os
 import numpy as np
 
 from hope_jax.data.errors import DataError
+from hope_jax.data.formats import file_format, plain_path
 
-__all__ = ["EXTENSIONS", "ArrayRecordReader", "JsonlReader", "ParquetReader", "TextReader",
-           "make_reader"]
-
-EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".parquet": "parquet",
-              ".arrayrecord": "arrayrecord", ".array_record": "arrayrecord"}
+__all__ = ["ArrayRecordReader", "JsonlReader", "ParquetReader", "TextReader", "make_reader"]
 
 
 def _decode(data: bytes, path: str, where: str = "") -> str:
@@ -28,36 +26,48 @@ def _decode(data: bytes, path: str, where: str = "") -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{path!r}{where} is not UTF-8: invalid byte 0x{data[e.start]:02x} at byte offset "
+            f"{path!r}{where} is not UTF-8 text: invalid byte 0x{data[e.start]:02x} at byte offset "
             f"{e.start}{' of the record' if where else ''}"
         ) from None
 
 
-def _nonempty_size(path: str) -> int:
-    size = os.path.getsize(path)
+def _text(data: bytes, path: str) -> None:
+    """Checks that a whole file is text: UTF-8 and no NUL byte (binary may be valid UTF-8)."""
+    _decode(data, path)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise DataError(f"{path!r} is binary, not text: NUL byte at byte offset {nul}; give "
+                        "data.format for a jsonl/parquet/arrayrecord file with another name")
+
+
+def _nonempty_size(path: str, file: str | None = None) -> int:
+    size = os.path.getsize(file or path)
     if size == 0:
         raise DataError(f"data file {path!r} is empty")
     return size
 
 
 class TextReader:
-    """A .txt file is one document. `lenient` replaces bad UTF-8 instead of failing (stdlib)."""
+    """A text file is one document. `lenient` replaces bad UTF-8 instead of failing (stdlib).
+
+    `path` names the file in messages; `file` is what is read (its decompressed copy, if any).
+    """
 
     kind = "txt"
     cuttable = True  # a document may be split at a byte offset (single-document hold-out)
 
-    def __init__(self, path: str, *, lenient: bool = False):
-        self.path, self.lenient = path, lenient
+    def __init__(self, path: str, *, lenient: bool = False, file: str | None = None):
+        self.path, self.lenient, self.file = path, lenient, file or path
 
     def index(self) -> tuple[np.ndarray, np.ndarray]:
-        size = _nonempty_size(self.path)
+        size = _nonempty_size(self.path, self.file)
         if not self.lenient:
-            with open(self.path, "rb") as f:
-                _decode(f.read(), self.path)
+            with open(self.file, "rb") as f:
+                _text(f.read(), self.path)
         return np.zeros(1, np.int64), np.full(1, size, np.int64)
 
     def read_bytes(self, a: int, b: int) -> bytes:
-        with open(self.path, "rb") as f:
+        with open(self.file, "rb") as f:
             f.seek(a)
             return f.read(b - a)
 
@@ -75,8 +85,8 @@ class JsonlReader:
     kind = "jsonl"
     cuttable = False
 
-    def __init__(self, path: str, text_field: str):
-        self.path, self.text_field = path, text_field
+    def __init__(self, path: str, text_field: str, file: str | None = None):
+        self.path, self.text_field, self.file = path, text_field, file or path
 
     def _text(self, obj, where: str) -> str:
         if not isinstance(obj, dict) or self.text_field not in obj:
@@ -92,10 +102,10 @@ class JsonlReader:
         return text
 
     def index(self) -> tuple[np.ndarray, np.ndarray]:
-        _nonempty_size(self.path)
-        with open(self.path, "rb") as f:
+        _nonempty_size(self.path, self.file)
+        with open(self.file, "rb") as f:
             data = f.read()
-        _decode(data, self.path)
+        _text(data, self.path)
         starts, stops, pos = [], [], 0
         for lineno, line in enumerate(data.split(b"\n"), 1):
             end = pos + len(line)
@@ -113,7 +123,7 @@ class JsonlReader:
         return np.asarray(starts, np.int64), np.asarray(stops, np.int64)
 
     def read(self, a: int, b: int) -> str:
-        with open(self.path, "rb") as f:
+        with open(self.file, "rb") as f:
             f.seek(a)
             return self._text(json.loads(f.read(b - a)), f"byte offset {a}")
 
@@ -212,17 +222,20 @@ class ArrayRecordReader:
         return text
 
 
-def make_reader(path: str, text_field: str):
-    """Returns the reader for `path` by extension; DataError for an unsupported one."""
-    ext = os.path.splitext(path)[1].lower()
-    kind = EXTENSIONS.get(ext)
-    if kind == "txt":
-        return TextReader(path)
+def make_reader(path: str, text_field: str, fmt: str = "auto"):
+    """The reader for `path`: format by `fmt` or the name, gzip / zstd decompressed (formats.py).
+
+    Raises:
+      DataError: an unknown format or refused extension, or a file that cannot be decompressed.
+    """
+    kind = file_format(path, fmt)
+    file = plain_path(path)
+    if kind == "text":
+        return TextReader(path, file=file)
     if kind == "jsonl":
-        return JsonlReader(path, text_field)
-    if kind == "parquet":
-        return ParquetReader(path, text_field)
-    if kind == "arrayrecord":
-        return ArrayRecordReader(path, text_field)
-    raise DataError(f"data file {path!r} has unsupported extension {ext!r}; "
-                    f"supported: {sorted(EXTENSIONS)}")
+        return JsonlReader(path, text_field, file)
+    if file != path:
+        raise DataError(f"{path!r}: a compressed {kind} file; decompress it (parquet compresses "
+                        "internally)")
+    return ParquetReader(path, text_field) if kind == "parquet" else ArrayRecordReader(
+        path, text_field)

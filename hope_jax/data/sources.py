@@ -21,7 +21,8 @@ import sysconfig
 import numpy as np
 
 from hope_jax.data.errors import DataError
-from hope_jax.data.readers import EXTENSIONS, TextReader, make_reader
+from hope_jax.data.formats import REFUSED
+from hope_jax.data.readers import TextReader, make_reader
 
 __all__ = ["DocumentSource", "file_documents", "load_documents", "stdlib_documents"]
 
@@ -181,7 +182,11 @@ def stdlib_documents(split: str, val_fraction: float = 0.02, *,
 
 
 def _expand(paths) -> list[tuple[str, str]]:
-    """Files and directories -> sorted (path, key) pairs; key = path relative to the entry."""
+    """Files and directories -> sorted (path, key) pairs; key = path relative to the entry.
+
+    A directory contributes every file under it except hidden ones (`.name`) and those with an
+    extension of a format we do not read (`formats.REFUSED`: .json, .csv, ...).
+    """
     out = []
     for p in paths:
         p = os.fspath(p)
@@ -194,25 +199,28 @@ def _expand(paths) -> list[tuple[str, str]]:
         for d, dirs, names in os.walk(p):
             dirs[:] = sorted(x for x in dirs if not x.startswith("."))
             for name in names:
-                if not name.startswith(".") and os.path.splitext(name)[1].lower() in EXTENSIONS:
+                if not name.startswith(".") and os.path.splitext(name)[1].lower() not in REFUSED:
                     path = os.path.join(d, name)
                     found.append((path, os.path.relpath(path, p).replace(os.sep, "/")))
         if not found:
-            raise DataError(f"directory {p!r} holds no data files ({', '.join(EXTENSIONS)})")
+            raise DataError(f"directory {p!r} holds no data files")
         out.extend(sorted(found, key=lambda f: f[1]))
     return out
 
 
-def file_documents(paths, text_field: str = "text", *, max_doc_bytes: int = 0) -> DocumentSource:
+def file_documents(paths, text_field: str = "text", *, max_doc_bytes: int = 0,
+                   fmt: str = "auto") -> DocumentSource:
     """All documents of `paths` (files or directories, searched recursively), in path order.
 
+    `fmt` is `data.format`: "auto" picks each file's format by its name (see `formats.py`).
+
     Raises:
-      DataError: a path is missing, a directory holds no data files, a file is empty, not UTF-8,
-        has an unsupported extension or records without `text_field`.
+      DataError: a path is missing, a directory holds no data files, a file is empty, not UTF-8
+        text, has a refused extension, cannot be decompressed or has records without `text_field`.
     """
     if not paths:
         raise DataError("no data paths given (data.train_paths)")
-    return _build(_expand(paths), lambda p: make_reader(p, text_field), max_doc_bytes)
+    return _build(_expand(paths), lambda p: make_reader(p, text_field, fmt), max_doc_bytes)
 
 
 def _cut_point(data: bytes, target: int) -> int:
@@ -279,9 +287,10 @@ def _load_whole(cfg, split: str) -> DocumentSource:
         return stdlib_documents(split, cfg.val_fraction, max_doc_bytes=cfg.max_doc_bytes)
     if cfg.source != "files":
         raise DataError(f"unknown data.source {cfg.source!r}; use 'stdlib' or 'files'")
+    kw = dict(max_doc_bytes=cfg.max_doc_bytes, fmt=cfg.format)
     if split == "val" and cfg.val_paths:
-        return file_documents(cfg.val_paths, cfg.text_field, max_doc_bytes=cfg.max_doc_bytes)
-    src = file_documents(cfg.train_paths, cfg.text_field, max_doc_bytes=cfg.max_doc_bytes)
+        return file_documents(cfg.val_paths, cfg.text_field, **kw)
+    src = file_documents(cfg.train_paths, cfg.text_field, **kw)
     if cfg.val_paths:
         return src
     return _holdout(src, split, cfg.val_fraction, f"data.train_paths={list(cfg.train_paths)}")

@@ -2,6 +2,10 @@
 
   lm_eval --model hope_jax --model_args workdir=runs/hope_760m --tasks piqa,hellaswag
   python eval.py --workdir=runs/hope_760m --tasks=wikitext,lambada_openai,piqa,...
+  python eval.py --workdir=... --tasks=piqa,arc_easy --task_data=piqa=/data/piqa.jsonl,...
+
+Offline tasks (`local_tasks`): the harness's own YAML of each task (its prompts, targets and
+metrics), with only the dataset replaced by a local file (`dataset_path: json` + `data_files`).
 
 Log-likelihoods are computed in batches of requests sorted by length, right-padded to a
 power-of-two length bucket (one compiled function per (batch, bucket) shape) and scored by one
@@ -14,6 +18,7 @@ Shape legend: B batch, T time, V vocabulary.
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +35,67 @@ def bucket_len(n: int, min_len: int = 16, multiple: int = 1) -> int:
     """Smallest power of two >= max(n, min_len), rounded up to a multiple of `multiple`."""
     b = 1 << max(0, math.ceil(math.log2(max(n, min_len, 1))))
     return -(-b // multiple) * multiple
+
+
+# HF `datasets` builder by the local file's extension; anything else is read as JSON lines.
+_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+
+
+def parse_task_data(items) -> dict[str, str]:
+    """`["piqa=/data/piqa.jsonl", ...]` -> `{"piqa": "/data/piqa.jsonl"}` (ValueError if bad)."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--task_data item {item!r} is not task=path")
+        if name in out:
+            raise ValueError(f"--task_data names task {name!r} twice")
+        out[name] = path
+    return out
+
+
+def local_task_config(task_manager, name: str, path: str) -> dict:
+    """The harness's own config of task `name`, its evaluation split read from the file `path`.
+
+    The task's YAML (with its `include`s and `!function`s resolved, as the harness loads it) is
+    kept whole except the dataset: `dataset_path` becomes the `datasets` builder for the file
+    (json for .jsonl/.json/.gz, parquet, csv), `data_files` maps the split the task evaluates
+    (`test_split`, else `validation_split`) to the file, and the other splits are dropped (the
+    file must hold the columns of the task's HF dataset, e.g. goal/sol1/sol2/label for piqa).
+    """
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = task_manager.task_index.get(name)
+    if entry is None:
+        raise ValueError(f"--task_data: {name!r} is not an lm-eval task")
+    if entry.kind is not Kind.TASK or entry.yaml_path is None:
+        raise ValueError(f"--task_data: {name!r} is a {entry.kind.name.lower()}, not a task with a "
+                         "YAML definition; give a file for each of its tasks")
+    if not os.path.isfile(path):
+        raise ValueError(f"--task_data {name}={path}: no such file")
+    cfg = load_yaml(entry.yaml_path, resolve_func=True)
+    if "custom_dataset" in cfg:
+        raise ValueError(f"--task_data: task {name!r} builds its own dataset (custom_dataset)")
+    split = cfg.get("test_split") or cfg.get("validation_split")
+    if not split:
+        raise ValueError(f"--task_data: task {name!r} has no test or validation split")
+    ext = os.path.splitext(path)[1].lower()
+    cfg.update(dataset_path=_BUILDERS.get(ext, "json"), dataset_name=None,
+               dataset_kwargs={"data_files": {split: os.path.abspath(path)}},
+               training_split=None, fewshot_split=None,
+               validation_split=split if split == cfg.get("validation_split") else None,
+               test_split=split if split == cfg.get("test_split") else None)
+    return cfg
+
+
+def local_tasks(task_manager, tasks: list[str], task_data: dict[str, str]) -> list:
+    """`tasks` with each one named in `task_data` replaced by its `local_task_config`."""
+    unknown = sorted(set(task_data) - set(tasks))
+    if unknown:
+        raise ValueError(f"--task_data names {unknown}, not in --tasks={tasks}")
+    return [local_task_config(task_manager, t, task_data[t]) if t in task_data else t
+            for t in tasks]
 
 
 def make_scorer(model):

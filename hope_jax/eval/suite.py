@@ -29,6 +29,7 @@ SUITES = ("ppl", "lm_eval", "niah", "ppl_position", "mqar", "continual")
 class SuiteOptions:
     tasks: tuple[str, ...] = ()
     task_dir: str = ""
+    task_data: tuple[str, ...] = ()  # "task=path": the harness's task on a local file
     limit: int = 0
     batch_size: int = 8
     niah_lengths: tuple[int, ...] = (256, 512)
@@ -51,16 +52,19 @@ def run_lm_eval(run: Run, opts: SuiteOptions, out_dir: str) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from hope_jax.eval.harness import HopeJaxLM
+    from hope_jax.eval.harness import HopeJaxLM, local_tasks, parse_task_data
 
     tasks, task_dir = list(harness_task_names(opts.tasks)), opts.task_dir
+    task_data = parse_task_data(opts.task_data)
+    task_data = dict(zip(harness_task_names(task_data), task_data.values()))
     if not tasks:  # offline: toy tasks from held-out text
         task_dir = task_dir or os.path.join(out_dir, "toy_tasks")
         text = continual.default_domains(("json",), 100_000)["stdlib/json"]
         tasks = write_toy_tasks(task_dir, text.splitlines()[-2000:])
     tm = TaskManager(include_path=task_dir or None)
+    specs = local_tasks(tm, tasks, task_data) if task_data else tasks
     lm = HopeJaxLM(run=run, batch_size=opts.batch_size)
-    res = simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=opts.limit or None,
+    res = simple_evaluate(model=lm, tasks=specs, task_manager=tm, limit=opts.limit or None,
                           bootstrap_iters=0, log_samples=False)
     results = {t: {k: v for k, v in r.items() if isinstance(v, (int, float, str))}
                for t, r in res["results"].items()}

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hope_jax.nn.attention_kernels import fused_attention, resolve_impl
 from hope_jax.nn.layers import DenseGeneral, rope
 
 
@@ -69,6 +70,8 @@ class Attention(nn.Module):
       rope_theta: RoPE base.
       q_block: queries per block of `attend_query_blocks` for sequences longer than this and a
         multiple of it (0 = always the full [T, T] logits).
+      impl: `model.attn_impl`; a fused kernel (attention_kernels.py) replaces the XLA path
+        when training / scoring (not with a KV cache).
     """
 
     num_heads: int
@@ -81,6 +84,7 @@ class Attention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     q_block: int = 0
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, cache=None):
@@ -104,6 +108,8 @@ class Attention(nn.Module):
         out = DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or self.std, name="o",
                            **kw)
         idx_BT = jnp.broadcast_to(jnp.arange(t), (b, t))
+        if cache is None and resolve_impl(self.impl, q.dtype, k, t) != "xla":
+            return out(fused_attention(q, kk, v, segment_ids_BT, self.window, self.impl))
         if cache is None and self.q_block and t > self.q_block and t % self.q_block == 0:
             return out(attend_query_blocks(q, kk, v, idx_BT, segment_ids_BT, self.window,
                                            self.q_block))
