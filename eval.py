@@ -11,11 +11,12 @@ arc_easy,arc_challenge,siqa,boolq [--task_dir=local_yamls/] [--limit=N]   # pape
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 
 from hope_jax import cli
 
 flags.DEFINE_string("workdir", None, "Run directory written by train.py.")
+flags.DEFINE_integer("restore_step", None, "Evaluate this checkpoint instead of the latest.")
 flags.DEFINE_list("data", [], "Files/directories to score instead of the validation split.")
 flags.DEFINE_integer("max_batches", 0, "Cap on evaluation batches (0 = all).")
 flags.DEFINE_string("prompt", None, "Sample a continuation of this text instead of scoring.")
@@ -46,7 +47,22 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _main():
+def _check_flags():
+    """Usage mistakes, before anything is loaded."""
+    from hope_jax.eval.suite import SUITES
+
+    if not FLAGS.compare and not FLAGS.workdir:
+        raise cli.UsageError("--workdir is required (or --compare=run_a,run_b)")
+    if FLAGS.prompt is not None and not FLAGS.prompt:
+        raise cli.UsageError("--prompt is empty: give the text to continue")
+    unknown = [s for s in FLAGS.suite if s not in SUITES + ("all",)]
+    if unknown:
+        raise cli.UsageError(f"unknown --suite={unknown[0]}; choose from "
+                             f"{', '.join(SUITES + ('all',))}")
+
+
+def main():
+    _check_flags()
     from hope_jax.eval.run import load_run, score
     from hope_jax.eval.sample import generate
     from hope_jax.sharding import initialize_distributed
@@ -57,11 +73,9 @@ def _main():
         out = compare(FLAGS.compare)
         print(out["markdown"], file=sys.stderr)
         return out["runs"]
-    if not FLAGS.workdir:
-        raise ValueError("--workdir is required (or --compare=run_a,run_b)")
     cfg = cli.load_workdir_config(FLAGS.workdir)
     initialize_distributed(cfg.mesh)  # multi-host: before any device use
-    run = load_run(cfg, FLAGS.workdir)
+    run = load_run(cfg, FLAGS.workdir, FLAGS.restore_step)
     if FLAGS.prompt is not None:
         ids = run.tokenizer.encode(FLAGS.prompt)
         out = generate(run.model, run.params, ids, FLAGS.max_new_tokens,
@@ -89,11 +103,5 @@ def _main():
     return res
 
 
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
-    cli.print_json(cli.run_guarded(_main))
-
-
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -97,10 +97,22 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     before = _tree_hash(tmp_path / "checkpoints")
     # Same optimizer structure (so the checkpoint restores), absurd learning rate.
     bad = tiny_config(**{"train.steps": 10, "optim.lr": 1e30, "optim.warmup_steps": 0})
-    msg = r"non-finite loss at step \d+.*Last good checkpoint: step 4"
+    msg = r"non-finite loss at step \d+.*last good checkpoint: step 4"
     with pytest.raises(TrainingError, match=msg):
         train(bad, str(tmp_path))
     assert _tree_hash(tmp_path / "checkpoints") == before
+
+
+def test_first_ctrl_c_stops_and_the_second_aborts():
+    """SIGINT is handled like SIGTERM (a flag checked between steps); a second one aborts."""
+    from hope_jax.train.loop import _StopFlag
+
+    with _StopFlag() as stop:
+        signal.raise_signal(signal.SIGINT)
+        assert stop.signal == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_different_model_in_workdir_is_refused(tmp_path):

@@ -26,13 +26,16 @@ class Run:
     step: int
 
 
-def load_run(cfg: Config, workdir: str) -> Run:
-    """Restores the latest checkpoint of `workdir` (validated against `cfg`)."""
+def load_run(cfg: Config, workdir: str, step: int | None = None) -> Run:
+    """Restores checkpoint `step` (default: the latest) of `workdir`, validated against `cfg`."""
     tokenizer = build_tokenizer(cfg.data)
     ckpt = Checkpointer(workdir, read_only=True)
-    step = ckpt.latest_step()
+    step = ckpt.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"no checkpoint in {ckpt.directory}; train first")
+    if step not in ckpt.all_steps():
+        raise CheckpointError(f"--restore_step={step}: no such checkpoint in {ckpt.directory} "
+                              f"(steps: {', '.join(map(str, ckpt.all_steps())) or 'none'})")
     ckpt.check_compatible(step, run_meta(cfg, tokenizer))
     model = LM(cfg.model)
     tx = make_optimizer(cfg, model)

@@ -1,19 +1,20 @@
 """Run logging: metrics to JSONL and TensorBoard, a progress bar, and text messages.
 
-Only process 0 writes (multi-host runs); the library never prints directly, everything goes
-through this writer (or the `logging` module).
+Only process 0 writes (multi-host runs). Everything a run prints goes through this writer, to
+stderr (the bar and messages alike; stdout is left to the caller's JSON result).
+
+On resume, rows of steps after the restored one (logged before a kill, then trained again) are
+dropped from `metrics.jsonl`, so every step appears once.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import sys
 import time
 
 import jax
-
-log = logging.getLogger("hope_jax")
 
 
 class MetricWriter:
@@ -33,7 +34,9 @@ class MetricWriter:
         self._jsonl = self._tb = self._bar = None
         if not self.active:
             return
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)  # noqa: SIM115
+        path = os.path.join(workdir, "metrics.jsonl")
+        _drop_rows_after(path, start_step)
+        self._jsonl = open(path, "a", buffering=1)  # noqa: SIM115
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -42,7 +45,7 @@ class MetricWriter:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True,
-                             unit="step", mininterval=1.0)
+                             unit="step", mininterval=1.0, file=sys.stderr)
 
     def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if not self.active:
@@ -64,9 +67,9 @@ class MetricWriter:
         if not self.active:
             return
         if self._bar is not None:
-            self._bar.write(text)
+            self._bar.write(text, file=sys.stderr)
         else:
-            log.info(text)
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -75,3 +78,25 @@ class MetricWriter:
             self._tb.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+    """Rewrites `path` (atomically) without the rows of steps > `step` (or torn rows), if any."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    keep = [ln for ln in lines if ln.endswith("\n") and _step_of(ln) <= step]
+    if len(keep) == len(lines):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:  # a line torn by a kill
+        return float("inf")
