@@ -47,9 +47,10 @@ RUNS = {
     "precond_momentum": {"lr": 3e-3},
     "delta_momentum": {"lr": 3e-3},
     "dmgd": {"lr": 0.3},
-    # the paper-literal forms (SPEC Eqs. 48-50 as printed; docs/PAPER.md deep-optimizer rows)
+    # the paper-literal forms (SPEC Eqs. 48-50 as printed; docs/PAPER.md deep-optimizer rows);
+    # dmgd_paper's lr from a 60-step sweep {0.03, 0.1, 0.3}: 2.839, 2.764, 2.758
     "delta_momentum_paper": {"name": "delta_momentum", "delta_form": "paper", "lr": 3e-3},
-    "dmgd_paper": {"name": "dmgd", "dmgd_form": "paper", "lr": 0.1},
+    "dmgd_paper": {"name": "dmgd", "dmgd_form": "paper", "lr": 0.3},
     "muon": {"lr": 0.1, "aux_lr": 3e-3},
     "m3": {"lr": 1e-5, "aux_lr": 3e-3},
     "m3_ema": {"lr": 3e-5, "aux_lr": 3e-3},
