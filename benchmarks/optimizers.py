@@ -55,8 +55,11 @@ RUNS = {
     "m3": {"lr": 1e-5, "aux_lr": 3e-3},
     "m3_ema": {"lr": 3e-5, "aux_lr": 3e-3},
 }
-# opt-in (--only): Shampoo's eigh root refresh is slow on CPU (seconds per refresh here)
-EXTRA = {"precond_shampoo": {"name": "precond_momentum", "precond": "shampoo", "lr": 3e-3}}
+# opt-in (--only): Shampoo's eigh root refresh is slow on CPU (seconds per refresh here);
+EXTRA = {"precond_shampoo": {"name": "precond_momentum", "precond": "shampoo", "lr": 3e-3},
+         # switches of docs/PAPER.md's deep-optimizer deviation table
+         "delta_momentum_same": {"name": "delta_momentum", "other_params": "same", "lr": 3e-3},
+         "muon_no_nesterov": {"name": "muon", "nesterov": False, "lr": 0.1, "aux_lr": 3e-3}}
 
 
 def _stdlib_batches(seq: int, batch: int, n: int, split: str):
