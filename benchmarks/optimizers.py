@@ -47,12 +47,19 @@ RUNS = {
     "precond_momentum": {"lr": 3e-3},
     "delta_momentum": {"lr": 3e-3},
     "dmgd": {"lr": 0.3},
+    # the paper-literal forms (SPEC Eqs. 48-50 as printed; docs/PAPER.md deep-optimizer rows);
+    # dmgd_paper's lr from a 60-step sweep {0.03, 0.1, 0.3}: 2.839, 2.764, 2.758
+    "delta_momentum_paper": {"name": "delta_momentum", "delta_form": "paper", "lr": 3e-3},
+    "dmgd_paper": {"name": "dmgd", "dmgd_form": "paper", "lr": 0.3},
     "muon": {"lr": 0.1, "aux_lr": 3e-3},
     "m3": {"lr": 1e-5, "aux_lr": 3e-3},
     "m3_ema": {"lr": 3e-5, "aux_lr": 3e-3},
 }
-# opt-in (--only): Shampoo's eigh root refresh is slow on CPU (seconds per refresh here)
-EXTRA = {"precond_shampoo": {"name": "precond_momentum", "precond": "shampoo", "lr": 3e-3}}
+# opt-in (--only): Shampoo's eigh root refresh is slow on CPU (seconds per refresh here);
+EXTRA = {"precond_shampoo": {"name": "precond_momentum", "precond": "shampoo", "lr": 3e-3},
+         # switches of docs/PAPER.md's deep-optimizer deviation table
+         "delta_momentum_same": {"name": "delta_momentum", "other_params": "same", "lr": 3e-3},
+         "muon_no_nesterov": {"name": "muon", "nesterov": False, "lr": 0.1, "aux_lr": 3e-3}}
 
 
 def _stdlib_batches(seq: int, batch: int, n: int, split: str):

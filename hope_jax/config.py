@@ -164,6 +164,12 @@ class OptimConfig:
     precond_every: int = field(10, positive=True, help="shampoo: steps between root refreshes")
     delta_beta: float = field(0.5, nonneg=True, help="delta_momentum: strength of the "
                               "gradient-dependent decay (b1 I - beta G^ G^T) m (SPEC Eqs. 48-49)")
+    delta_form: str = field("reinterpreted", choices=("reinterpreted", "paper"),
+                            help="delta_momentum: normalized G^ with delta_beta, or Eqs. 48-49 "
+                            "as printed (raw G G^T, coefficient 1)")
+    dmgd_form: str = field("reinterpreted", choices=("reinterpreted", "paper"),
+                           help="dmgd: shared MLP on normalized (g, m) with objective <f, u>, or "
+                           "Eq. 50 as printed (per-leaf MLP on u, objective <m(u), 1>)")
     dmgd_hidden: int = field(16, nonneg=True, help="dmgd: neurons of the shared momentum MLP; "
                              "0 = linear memory (momentum)")
     dmgd_lr: float = field(0.01, nonneg=True, help="dmgd: inner lr of the momentum MLP (Eq. 50)")

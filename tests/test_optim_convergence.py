@@ -98,3 +98,12 @@ def test_shampoo_preconditioned_variants_minimize(name):
     ratio, log_loss, acc = _train(_cfg(name, precond="shampoo", precond_every=5))
     assert ratio <= 1e-3, (name, ratio)
     assert log_loss <= 0.1 and acc >= 0.98, (name, log_loss, acc)
+
+
+def test_delta_momentum_paper_form_minimizes():
+    """Eqs. 48-49 as printed (raw G G^T, `delta_form="paper"`) at delta_momentum's lr. (It is
+    scale-sensitive: unclipped, at lr 0.05 the quadratic's large early gradients make
+    alpha I - G G^T expansive and it diverges; docs/PAPER.md.)"""
+    ratio, log_loss, acc = _train(_cfg("delta_momentum", delta_form="paper"))
+    assert ratio <= 1e-6, ratio
+    assert log_loss <= 0.1 and acc >= 0.98, (log_loss, acc)

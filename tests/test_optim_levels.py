@@ -32,10 +32,15 @@ CASES = {
     "precond": (precond_momentum_rule(), precond_momentum, (), ("lr", "momentum")),
     "delta": (delta_momentum_rule(), delta_momentum, (), ("lr", "momentum")),
     "dmgd": (dmgd_rule(hidden=4), dmgd, ("hidden",), ("lr", "momentum")),
+    "dmgd_paper": (dmgd_rule(hidden=4, form="paper"), dmgd, ("hidden", "form"),
+                   ("lr", "momentum")),
+    "delta_paper": (delta_momentum_rule(form="paper"), delta_momentum, ("form",),
+                    ("lr", "momentum")),
     "muon": (muon_rule(), ns_momentum, ("ns_steps",), ("lr", "momentum")),
     "m3": (m3_rule(period=3), m3, ("period", "ns_steps"), ("lr",)),
 }
-STATIC = {"dmgd": {"hidden": 4}, "m3": {"period": 3}}
+STATIC = {"dmgd": {"hidden": 4}, "dmgd_paper": {"hidden": 4, "form": "paper"},
+          "delta_paper": {"form": "paper"}, "m3": {"period": 3}}
 
 
 def _tokens():
@@ -124,8 +129,10 @@ def test_one_rule_two_levels_through_engine_hook():
 
 
 # one optimizer per distinct state type: optax partition + masked AdamW + rule state (delta:
-# PrecondState; dmgd: shared MLP; m3_ema: lax.cond slow memory), optax.contrib.muon's MuonState
-ROUNDTRIP = ("delta_momentum", "dmgd", "m3_ema", "muon")
+# PrecondState; dmgd: shared MLP; dmgd paper form: one MLP per leaf, built from the config switch;
+# m3_ema: lax.cond slow memory), optax.contrib.muon's MuonState
+ROUNDTRIP = {"delta_momentum": {}, "dmgd": {}, "dmgd_paper": {"name": "dmgd", "dmgd_form": "paper"},
+             "m3_ema": {}, "muon": {}}
 
 
 def test_state_roundtrips_through_orbax(tmp_path):
@@ -136,7 +143,8 @@ def test_state_roundtrips_through_orbax(tmp_path):
     grads = jax.tree.map(lambda x: jnp.sin(3.0 * x) + 0.1, params)
     updates, states = {}, {}
     for name in ROUNDTRIP:
-        cfg = OptimConfig(name=name, warmup_steps=1, m3_period=2)
+        cfg = OptimConfig(**{"name": name, "warmup_steps": 1, "m3_period": 2,
+                             **ROUNDTRIP[name]})
         tx = build_optimizer(cfg, 20, groups)
         updates[name] = jax.jit(tx.update)
         state = tx.init(params)

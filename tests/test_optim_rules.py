@@ -11,6 +11,7 @@ from hope_jax.optim import (
     delta_momentum_rule,
     dgd_rule,
     dmgd,
+    dmgd_rule,
     m3_rule,
     newton_schulz,
     precond_momentum,
@@ -113,6 +114,19 @@ def test_dmgd_deep_memory_learns():
     state = tx.init(gs[0])
     _, state = tx.update(gs[0], state)
     assert float(jnp.sum(jnp.abs(state.inner.theta["w2"]))) > 0
+
+
+@pytest.mark.parametrize("form", ["reinterpreted", "paper"])
+def test_dmgd_state_dtype_is_independent_of_params(form):
+    """The MLP state is float32 for a bf16 param tree (it was drawn in the params' dtype)."""
+    params = {"w": jnp.zeros((4, 3), jnp.bfloat16), "b": jnp.zeros((3,), jnp.bfloat16)}
+    state = dmgd_rule(hidden=4, form=form).init(params)
+    for leaf in jax.tree.leaves(state.theta):
+        assert leaf.dtype == jnp.float32
+    u, _ = dmgd_rule(hidden=4, form=form).step(
+        jax.tree.map(lambda p: jnp.ones_like(p) * 0.1, params), state, {"lr": 0.1})
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
+
 
 
 @pytest.mark.parametrize("norm,alpha", [(1.0, 1.0), (1.7, 0.95)])

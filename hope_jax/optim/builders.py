@@ -101,13 +101,14 @@ def _precond_momentum(cfg: OptimConfig, lr, groups):
 def _delta_momentum(cfg: OptimConfig, lr, groups):
     return routed(cfg, lr, groups, lambda dims: delta_momentum(
         lr, cfg.b1, cfg.delta_beta, _tau(cfg), cfg.b2, cfg.eps, dims=dims, precond=cfg.precond,
-        every=cfg.precond_every))
+        every=cfg.precond_every, form=cfg.delta_form))
 
 
 @register_optimizer("dmgd")
 def _dmgd(cfg: OptimConfig, lr, groups):
     return routed(cfg, lr, groups, lambda dims: dmgd(
-        lr, cfg.b1, _tau(cfg), cfg.dmgd_lr, cfg.dmgd_decay, hidden=cfg.dmgd_hidden))
+        lr, cfg.b1, _tau(cfg), cfg.dmgd_lr, cfg.dmgd_decay, hidden=cfg.dmgd_hidden,
+        form=cfg.dmgd_form))
 
 
 @register_optimizer("muon")

@@ -45,29 +45,45 @@ from hope_jax.optim.rule import Rule, as_transformation
 __all__ = ["delta_decay", "delta_momentum", "delta_momentum_rule", "dgd_rule"]
 
 
-def delta_decay(m_MN, g_MN, alpha, beta, eps: float = 1e-30):
-    """(alpha I - beta G_hat G_hat^T) m for one [in, out] matrix, G_hat = G / ||G||_F."""
-    sq = jnp.sum(g_MN * g_MN)
-    inv = jnp.where(sq > eps, 1.0 / jnp.maximum(sq, eps), 0.0)
+def delta_decay(m_MN, g_MN, alpha, beta, normalize: bool = True, eps: float = 1e-30):
+    """(alpha I - beta G_hat G_hat^T) m for one [in, out] matrix, G_hat = G / ||G||_F.
+
+    normalize=False: the raw factor (alpha I - beta G G^T) m (SPEC Eqs. 48-49 with beta = 1).
+    """
+    if normalize:
+        sq = jnp.sum(g_MN * g_MN)
+        beta = beta * jnp.where(sq > eps, 1.0 / jnp.maximum(sq, eps), 0.0)
     rows, cols = g_MN.shape
     if rows <= cols:  # (G G^T) m: rows^2 cols + rows^2 cols
         proj = (g_MN @ g_MN.T) @ m_MN
     else:  # G (G^T m): rows cols^2 twice
         proj = g_MN @ (g_MN.T @ m_MN)
-    return alpha * m_MN - (beta * inv) * proj
+    return alpha * m_MN - beta * proj
 
 
-def delta_momentum_rule(dims=None, precond: str = "none", every: int = 10) -> Rule:
-    """Delta-rule momentum (SPEC Eqs. 48-49), normalized as in the module docstring.
+DELTA_FORMS = ("reinterpreted", "paper")
+
+
+def delta_momentum_rule(dims=None, precond: str = "none", every: int = 10,
+                        form: str = "reinterpreted") -> Rule:
+    """Delta-rule momentum (SPEC Eqs. 48-49).
 
     Args:
       dims: None (trailing two axes), a pytree of `MatrixDims`/None, or a callable tree -> pytree.
       precond: "none" (P = I), "diag" (Adam-style whitening of the written value) or "shampoo"
         (Kronecker factors, `hope_jax.optim.shampoo`; `every` = root refresh period).
+      form: "reinterpreted" (default): m <- (alpha I - beta G_hat G_hat^T) m - eta (1 - tau) P(G),
+        G_hat = G / ||G||_F (module docstring). "paper": Eqs. 48-49 as printed (row convention),
+        m <- (alpha I - G G^T) m - eta (1 - tau) P(G): for P = I one unit GD step on
+        1/2 ||G^T m + eta I||_F^2 with retention alpha; `delta` is not used. Contractive only while
+        ||G||_2^2 <= 1 + alpha (global-norm clipping at 1 guarantees it).
 
     Hyperparameters: `lr` (eta), `momentum` (alpha), `delta` (beta, the strength of the
     gradient-dependent decay; 0 = momentum), `dampening` (tau), `b2`, `eps` (for "diag").
     """
+    if form not in DELTA_FORMS:
+        raise ValueError(f"delta_momentum form={form!r}: expected one of {DELTA_FORMS}")
+    normalize = form == "reinterpreted"
     p_init, p_apply = make_preconditioner(precond, dims, every)
 
     def init(params):
@@ -75,27 +91,30 @@ def delta_momentum_rule(dims=None, precond: str = "none", every: int = 10) -> Ru
 
     def update(grads, state, hp, params=None):
         del params
-        lr, alpha, beta, tau = hp["lr"], hp["momentum"], hp["delta"], hp["dampening"]
+        lr, alpha, tau = hp["lr"], hp["momentum"], hp["dampening"]
+        beta = hp["delta"] if normalize else 1.0  # Eq. 48: the raw G G^T, coefficient 1
         values, ps = p_apply(grads, state.precond, hp)
         d = resolve_dims(dims, grads)
 
         def leaf(g, dm, m, v):
-            decayed = matrix_map(lambda mm, gg: delta_decay(mm, gg, alpha, beta), dm, m, g)
+            decayed = matrix_map(lambda mm, gg: delta_decay(mm, gg, alpha, beta, normalize),
+                                 dm, m, g)
             return decayed - lr * (1.0 - tau) * v
 
         m = map_with_dims(leaf, d, grads, state.m, values)
         return m, PrecondState(m, ps)
 
     defaults = {"momentum": 0.9, "delta": 0.5, "dampening": 0.0, "b2": 0.95, "eps": 1e-8}
-    return Rule(f"delta_momentum[{precond}]", init, update, defaults)
+    suffix = "" if normalize else ",paper"
+    return Rule(f"delta_momentum[{precond}{suffix}]", init, update, defaults)
 
 
 def delta_momentum(learning_rate, momentum=0.9, delta=0.5, dampening=0.0, b2=0.95, eps=1e-8,
-                   dims=None, precond: str = "none", every: int = 10
-                   ) -> optax.GradientTransformation:
-    """optax factory for `delta_momentum_rule` (static: dims, precond, every; list `dims` and
-    `every` in inject_hyperparams' `static_args`)."""
-    return as_transformation(delta_momentum_rule(dims, precond, every), lr=learning_rate,
+                   dims=None, precond: str = "none", every: int = 10,
+                   form: str = "reinterpreted") -> optax.GradientTransformation:
+    """optax factory for `delta_momentum_rule` (static: dims, precond, every, form; list them in
+    inject_hyperparams' `static_args`)."""
+    return as_transformation(delta_momentum_rule(dims, precond, every, form), lr=learning_rate,
                              momentum=momentum, delta=delta, dampening=dampening, b2=b2, eps=eps)
 
 
