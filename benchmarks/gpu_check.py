@@ -120,7 +120,8 @@ def child(name: str, args, result_path: str) -> dict:
 def _summary(r: dict) -> str:
     head = f"{r['model']:12s} {r.get('status', '?'):16s}"
     if "est_gb" in r:
-        head += f" est {r['est_gb']:8.2f} GB (temp {r['temp_gb']:8.2f}) compile {r['compile_s']:6.1f}s"
+        head += (f" est {r['est_gb']:8.2f} GB (temp {r['temp_gb']:8.2f})"
+                 f" compile {r['compile_s']:6.1f}s")
     if r.get("status") == "ok":
         head += f"  {r['step_s'] * 1e3:9.1f} ms/step {r['tok_s']:9.0f} tok/s"
         head += f"  peak {r['device_peak_gb']:.2f} GB" if r["device_peak_gb"] else ""
