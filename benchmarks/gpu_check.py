@@ -83,11 +83,12 @@ def child(name: str, args, result_path: str) -> dict:
     t0 = time.perf_counter()
     compiled, model, tx, mesh, _, ma = compiled_train_step(cfg)
     rec["compile_s"] = time.perf_counter() - t0
-    est = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
-           + ma.temp_size_in_bytes)
-    rec.update(est_gb=est / 2**30, temp_gb=ma.temp_size_in_bytes / 2**30,
-               argument_gb=ma.argument_size_in_bytes / 2**30)
-    if est / 2**30 > max_gb:
+    if ma is not None:  # donated state aliases its outputs (as benchmarks/memory_plan.py)
+        est = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
+               + ma.temp_size_in_bytes)
+        rec.update(est_gb=est / 2**30, temp_gb=ma.temp_size_in_bytes / 2**30,
+                   argument_gb=ma.argument_size_in_bytes / 2**30)
+    if rec.get("est_gb", 0.0) > max_gb:
         rec["status"] = "over memory"
         return rec
     _stage(stage_path, "run")
@@ -209,8 +210,10 @@ def main(argv=None) -> dict:
     bad = [m for m in names if m not in MODELS]
     if bad:
         raise SystemExit(f"error: --models {bad}: choose from {MODELS}")
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])
-                   if not a.startswith(("--models", "--out", "--timeout", "--budget"))]
+    passthrough = ["--tiny"] * args.tiny + [f"--set={x}" for x in args.set] + [
+        f"--{k.replace('_', '-')}={getattr(args, k)}" for k in (
+            "seq", "dtype", "micro_batch", "grad_accum", "warmup", "steps", "max_gb",
+            "peak_tflops")]
     out = {**probe, "seq": args.seq, "dtype": args.dtype, "micro_batch": args.micro_batch,
            "grad_accum": args.grad_accum, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "results": []}

@@ -8,7 +8,8 @@
 # the device machine has no internet, so the environment must be carried there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-$( [ -x venv/bin/python ] && echo venv/bin/python || command -v python3 )}"
+PY="${PYTHON:-$(for p in .venv/bin/python venv/bin/python; do [ -x "$p" ] && echo "$p" && break; done; true)}"
+PY="${PY:-python3}"
 # the children need the device's memory: let XLA take most of it, grown on demand
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}"
 tiny=0
@@ -17,7 +18,7 @@ if [ "$tiny" = 0 ]; then
   backend="$("$PY" -c 'import jax; print(jax.default_backend())' 2>/dev/null || echo none)"
   if [ "$backend" != "gpu" ]; then
     echo "error: $PY has jax backend '$backend', not gpu." >&2
-    echo "  install a CUDA jax first: $PY -m pip install -U \"jax[cuda12]\"" >&2
+    echo "  install a CUDA jax first: $PY -m pip install -U \"jax[cuda12]\" (or PYTHON=/path/to/python with one)" >&2
     echo "  (no internet on the device machine: carry a venv that has it; --tiny runs on CPU)" >&2
     exit 3
   fi
