@@ -40,3 +40,26 @@ def interleaved_times(runs: dict, rounds: int) -> dict[str, list[float]]:
             jax.block_until_ready(compiled(params, toks))
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def compiled_train_step(cfg):
+    """The real train step of `cfg` (forward + backward + optimizer update, `jit_train_step` on
+    cfg's mesh, state donated) compiled ahead of time on abstract inputs, nothing allocated.
+    Returns (compiled, model, tx, mesh, abstract batch, memory_analysis)."""
+    from hope_jax import sharding
+    from hope_jax.train.state import abstract_state, make_optimizer, state_shardings
+    from hope_jax.train.step import jit_train_step
+
+    mesh = sharding.make_mesh(cfg.mesh)
+    sharding.check_batch(cfg.data.batch_size, cfg.optim.grad_accum, mesh)
+    model = LM(cfg.model)
+    tx = make_optimizer(cfg, model)
+    state_sh = state_shardings(cfg, model, tx, mesh)
+    state = abstract_state(cfg, model, tx, state_sh)
+    shape, bsh = (cfg.data.batch_size, cfg.data.seq_len), sharding.batch_sharding(mesh, 2)
+    batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=bsh)
+             for k in ("inputs", "targets", "positions", "segment_ids")}
+    batch["mask"] = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=bsh)
+    compiled = jit_train_step(model, tx, cfg.optim.grad_accum, mesh, state_sh).lower(
+        state, batch).compile()
+    return compiled, model, tx, mesh, batch, compiled.memory_analysis()

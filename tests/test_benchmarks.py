@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import inner_loop, study, throughput  # noqa: E402
+from benchmarks import gpu_check, inner_loop, study, throughput  # noqa: E402
 from hope_jax.memory import optimizers, rules  # noqa: E402
 from hope_jax.memory.scan import MemorySpec, init_state  # noqa: E402
 from hope_jax.train.state import abstract_variables  # noqa: E402
@@ -65,6 +65,30 @@ def test_study_presets_have_equal_parameter_counts():
         counts = [param_count(replace(load_config_file(p), **common, **over))
                   for p, over in per_cfg.items()]
         assert max(counts) / min(counts) < 1.02, counts
+
+
+def test_gpu_check_tiny_runs_reports_over_memory_and_timeouts(tmp_path):
+    """The GPU check's driver end to end on CPU at a tiny size: one model timed, one over its
+    memory cap reported with its estimate, one killed by its timeout reported, none crashing."""
+    tiny = ["--tiny", "--seq=16", "--set=model.num_layers=1", "--set=model.d_model=32",
+            "--set=model.num_heads=2", "--models=transformer"]
+    ok = gpu_check.main(tiny + [f"--out={tmp_path}/a"])
+    assert json.loads((tmp_path / "a" / "gpu_check.json").read_text()) == json.loads(
+        json.dumps(ok, default=float))
+    assert {"device_kind", "jax", "jaxlib", "platform"} <= set(ok)
+    (r,) = ok["results"]
+    assert r["status"] == "ok" and r["attn_resolved"] == "xla" and r["seq"] == 16
+    assert r["tok_s"] == pytest.approx(16 / r["step_s"]) and r["compile_s"] > 0
+    assert len(r["losses"]) == 1 + 2 and all(np.isfinite(r["losses"]))
+    over = gpu_check.main(tiny + ["--max-gb=1e-6", f"--out={tmp_path}/b"])["results"][0]
+    assert over["status"] == "over memory" and over["est_gb"] > 1e-6 and "tok_s" not in over
+    late = gpu_check.main(tiny + ["--timeout=0.5", f"--out={tmp_path}/c"])["results"][0]
+    assert late["status"].endswith("timeout") and late["timeout_s"] == 0.5
+
+
+def test_gpu_check_refuses_cpu_only_jax():
+    with pytest.raises(SystemExit, match="jax\\[cuda12\\]"):
+        gpu_check.main(["--models=transformer"])
 
 
 @pytest.mark.slow
