@@ -45,7 +45,7 @@ def interleaved_times(runs: dict, rounds: int) -> dict[str, list[float]]:
 def compiled_train_step(cfg):
     """The real train step of `cfg` (forward + backward + optimizer update, `jit_train_step` on
     cfg's mesh, state donated) compiled ahead of time on abstract inputs, nothing allocated.
-    Returns (compiled, model, tx, mesh, abstract batch, memory_analysis)."""
+    Returns (compiled, model, tx, mesh, abstract state, abstract batch, memory_analysis)."""
     from hope_jax import sharding
     from hope_jax.train.state import abstract_state, make_optimizer, state_shardings
     from hope_jax.train.step import jit_train_step
@@ -62,4 +62,4 @@ def compiled_train_step(cfg):
     batch["mask"] = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=bsh)
     compiled = jit_train_step(model, tx, cfg.optim.grad_accum, mesh, state_sh).lower(
         state, batch).compile()
-    return compiled, model, tx, mesh, batch, compiled.memory_analysis()
+    return compiled, model, tx, mesh, state, batch, compiled.memory_analysis()

@@ -81,7 +81,7 @@ def child(name: str, args, result_path: str) -> dict:
            "max_gb": max_gb, "device_limit_gb": limit and limit / 2**30}
     _stage(stage_path, "compile")
     t0 = time.perf_counter()
-    compiled, model, tx, mesh, _, ma = compiled_train_step(cfg)
+    compiled, model, tx, mesh, _, _, ma = compiled_train_step(cfg)
     rec["compile_s"] = time.perf_counter() - t0
     if ma is not None:  # donated state aliases its outputs (as benchmarks/memory_plan.py)
         est = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes

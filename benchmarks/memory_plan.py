@@ -43,11 +43,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from hope_jax import cli, sharding  # noqa: E402
+from benchmarks.common import compiled_train_step  # noqa: E402
+from hope_jax import cli  # noqa: E402
 from hope_jax.config import replace, validate  # noqa: E402
-from hope_jax.models.lm import LM  # noqa: E402
-from hope_jax.train.state import abstract_state, make_optimizer, state_shardings  # noqa: E402
-from hope_jax.train.step import jit_train_step  # noqa: E402
 
 config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG, "Config file (configs/*.py).")
 flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 = fill); default: the config's mesh.")
@@ -72,21 +70,9 @@ def _fmt(n: int) -> str:
 
 def plan(cfg) -> dict:
     """Compiles cfg's train step for its mesh; returns per-device bytes by category."""
-    mesh = sharding.make_mesh(cfg.mesh)
-    sharding.check_batch(cfg.data.batch_size, cfg.optim.grad_accum, mesh)
-    model = LM(cfg.model)
-    tx = make_optimizer(cfg, model)
-    state_sh = state_shardings(cfg, model, tx, mesh)
-    state = abstract_state(cfg, model, tx, state_sh)
-    b, t = cfg.data.batch_size, cfg.data.seq_len
-    bsh = sharding.batch_sharding(mesh, 2)
-    batch = {k: jax.ShapeDtypeStruct((b, t), jnp.int32, sharding=bsh)
-             for k in ("inputs", "targets", "positions", "segment_ids")}
-    batch["mask"] = jax.ShapeDtypeStruct((b, t), jnp.float32, sharding=bsh)
     t0 = time.time()
-    compiled = jit_train_step(model, tx, cfg.optim.grad_accum, mesh, state_sh).lower(
-        state, batch).compile()
-    ma = compiled.memory_analysis()
+    _, _, _, mesh, state, batch, ma = compiled_train_step(cfg)
+    b, t = cfg.data.batch_size, cfg.data.seq_len
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
     out = {
         "config_model": cfg.model.name, "params": n_params,
