@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from hope_jax.config import ModelConfig
+from hope_jax.memory import rules
 from hope_jax.memory import self_modifying as sm
 from hope_jax.memory.config import MemoryConfig
 from hope_jax.memory.hope_config import HopeConfig
@@ -221,7 +222,8 @@ def test_defaults_follow_spec():
             hc.static_proj) == (True, False, "dgd", True, True, "")  # SPEC §4.3, A6, A8, A9
     spec = sm.layer_spec(ModelConfig(hope=hc))
     assert spec.adaptive == ("k", "v", "lr", "retain") and spec.self_target
-    assert spec.optimizer.name == "dgd+momentum" and spec.gates == ("lr", "momentum", "retain")
+    assert spec.mem.optimizer.name == "dgd+momentum" and spec.gates == ("lr", "momentum", "retain")
+    assert spec.mem.objective is rules.l2  # the default inner loss; hope.objective switches it
 
 
 @pytest.mark.parametrize("switch", [

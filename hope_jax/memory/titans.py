@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from hope_jax.memory import frame
 from hope_jax.memory.config import MemoryConfig
 from hope_jax.memory.optimizers import make_inner_optimizer
-from hope_jax.memory.rules import OBJECTIVES, chunk_mean, gate_bias, make_arch, squash_gates
+from hope_jax.memory.rules import chunk_mean, gate_bias, get_objective, make_arch, squash_gates
 from hope_jax.memory.scan import MemorySpec, MemoryState, memory_scan
 from hope_jax.nn.layers import dtype_of
 
@@ -33,18 +33,8 @@ def memory_spec(mc: MemoryConfig, head_dim: int) -> MemorySpec:
     arch = make_arch(mc.arch, head_dim, head_dim, mc.depth, mc.hidden_mult, mc.activation,
                      mc.residual, mc.out_norm)
     opt = make_inner_optimizer(mc.inner_opt, mc.momentum, mc.decay)
-    return MemorySpec(arch, OBJECTIVES[mc.objective], opt, mc.chunk_size, mc.read_after_write,
+    return MemorySpec(arch, get_objective(mc.objective), opt, mc.chunk_size, mc.read_after_write,
                       mc.remat_every, mc.closed_form)
-
-
-def gate_names(mc: MemoryConfig) -> tuple[str, ...]:
-    """Which gates the configured optimizer reads (DGD always has a retention gate, A9)."""
-    names = ["lr"]
-    if mc.momentum:
-        names.append("momentum")
-    if mc.decay or mc.inner_opt == "dgd":
-        names.append("retain")
-    return tuple(names)
 
 
 def _l2norm(x, eps: float = 1e-6):
@@ -124,7 +114,7 @@ class NeuralMemory(nn.Module):
         if mc.qk_norm:
             q, k = _l2norm(q), _l2norm(k)
         logits = {}
-        for name in gate_names(mc):
+        for name in spec.optimizer.gates:  # the gates the inner rule reads
             value = {"lr": mc.lr_init, "momentum": mc.momentum_init,
                      "retain": 1.0 - mc.forget_init}[name]
             bias = gate_bias(name, value, mc.lr_max)
