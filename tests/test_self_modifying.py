@@ -7,7 +7,6 @@ ablation switches, outer gradient ≡ finite differences.
 
 import dataclasses
 import functools
-from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -20,7 +19,6 @@ from hope_jax.memory import rules
 from hope_jax.memory import self_modifying as sm
 from hope_jax.memory.config import MemoryConfig
 from hope_jax.memory.hope_config import HopeConfig
-from hope_jax.memory.self_modifying_reference import reference_scan
 from hope_jax.memory.titans import NeuralMemory
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
@@ -42,12 +40,6 @@ def _cfg(closed_form=True, remat_every=4, **hope):
 
 
 BASE = _cfg(other_chunk_size=2)
-_CHUNKED = sm.self_modifying_scan
-
-
-def _stub_scan(spec, consts, xs, fast, **kw):
-    x = xs["x"] if "x" in xs else xs["q"]
-    return jnp.zeros(x.shape[:3] + x.shape[-1:], x.dtype), fast
 
 
 _BASE_VALUES = {"lr_bias": -2.0, "momentum_bias": 2.0, "retain_bias": -3.0}  # eta .1, beta .9
@@ -59,11 +51,9 @@ def _params(cfg, seed=1):
     memory, gate and conv tap matters (conv identity + noise, gates near their init, memory
     first layers N(0, 1), everything else N(0, 0.3^2)).
 
-    Only the structure comes from Flax (`eval_shape` with the scans stubbed out); the values
-    come from numpy (float64 `jax.random` compiles for ~20 s on a busy CPU)."""
-    with mock.patch.object(sm, "self_modifying_scan", _stub_scan):
-        shapes = jax.eval_shape(sm.SelfModifyingTitans(cfg).init, jax.random.PRNGKey(0), X, POS,
-                                SEG)
+    Only the structure comes from Flax (`eval_shape`); the values come from numpy (float64
+    `jax.random` compiles for ~20 s on a busy CPU)."""
+    shapes = jax.eval_shape(sm.SelfModifyingTitans(cfg).init, jax.random.PRNGKey(0), X, POS, SEG)
     rng = np.random.default_rng(seed)
 
     def fill(path, a):
@@ -81,12 +71,10 @@ def _params(cfg, seed=1):
 def _apply(cfg, reference=False):
     """The layer's apply; `reference` swaps the chunked inner loop for the token-by-token one
     (both looked up when the layer is traced)."""
-    m = sm.SelfModifyingTitans(cfg)
+    m = sm.SelfModifyingTitans(cfg, inner_reference=reference)
 
     def f(p, x, seg, state):
-        with mock.patch.object(sm, "self_modifying_scan",
-                               reference_scan if reference else _CHUNKED):
-            return m.apply(p, x, POS[:, : x.shape[1]], seg, state)
+        return m.apply(p, x, POS[:, : x.shape[1]], seg, state)
 
     return f
 
@@ -176,6 +164,9 @@ def test_segment_carry_equals_one_pass():
     y2, st2 = _run(cfg, p, X[:, 8:], SEG[:, 8:], st1)
     _close(jnp.concatenate([y1, y2], 1), y)
     _close(st2, st)
+    # the pure initialiser (no params: the first token takes the meta-learned init) ≡ None
+    y0, _ = _run(cfg, p, X[:, :8], SEG[:, :8], sm.SelfModifyingTitans(cfg).init_state(B))
+    _close(y0, y1)
 
 
 def test_batch_isolation():

@@ -67,14 +67,12 @@ def zero_state(fast_shapes: dict, opt_init, batch: int, conv_names, conv_width: 
 def fresh_state(init: dict, opt_init, batch: int, conv_names, conv_width: int, width: int,
                 dtype, seg_BT) -> dict:
     """The state before any token, from the initial weights {name: params [H, ...]}."""
+    shapes = {n: tuple(w.shape for w in p) for n, p in init.items()}
+    st = begin(zero_state(shapes, opt_init, batch, conv_names, conv_width, width, dtype), init,
+               opt_init, dtype)
     first = jnp.zeros((batch,), jnp.int32) if seg_BT is None else seg_BT[:, 0].astype(jnp.int32)
-    fast = {}
-    for n, p in init.items():
-        p = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (batch,) + w.shape), p)
-        fast[n] = (p, tuple(jax.vmap(jax.vmap(opt_init))(p)))
-    wc = conv_width - 1
-    return {"fast": fast, "conv": {n: jnp.zeros((batch, wc, width), dtype) for n in conv_names},
-            "conv_seg": jnp.broadcast_to(first[:, None], (batch, wc)), "prev_seg": first}
+    return {**st, "conv_seg": jnp.broadcast_to(first[:, None], (batch, conv_width - 1)),
+            "prev_seg": first}
 
 
 def begin(state: dict, init: dict, opt_init, dtype) -> dict:
@@ -89,6 +87,12 @@ def begin(state: dict, init: dict, opt_init, dtype) -> dict:
         s0 = tuple(jax.vmap(jax.vmap(opt_init))(p0))
         fast[n] = (jax.tree_util.tree_map(pick, p0, p), jax.tree_util.tree_map(pick, s0, tuple(s)))
     return {**state, "fast": fast}
+
+
+def l2norm(x, eps: float = 1e-6):
+    """x / ||x|| over the last axis in >= fp32 (fp64 stays fp64), returned in x's dtype."""
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, -1, keepdims=True) + eps)).astype(x.dtype)
 
 
 def conv_segments(state: dict, seg_BT):

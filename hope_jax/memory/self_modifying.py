@@ -9,8 +9,9 @@ M_mem, and every memory updates itself in context:
   eta_t = lr_max sigmoid(w_eta . M_eta(x^eta) + b)  alpha_t = sigmoid(-(w_a . M_alpha(x^a) + b))
   beta_t = sigmoid(x_t w_beta + b)   (momentum gate, static, A6; gates per head, fp32, A7)
   v^_m,t = M_m(v_t)                (each memory's own target, Eq. 87; constant inside grad, A15)
-  W_0 <- (alpha I - eta k k^T) W_0 + S_0, W_1 <- alpha W_1 + S_1, S <- beta S - eta grad
-                                   (Eq. 88 + DGD A9 + momentum A6, row-vector convention A11)
+  W_0 <- (alpha I - eta' k k^T) W_0 + S_0, W_1 <- alpha W_1 + S_1, S <- beta S - eta' grad
+                                   (Eq. 88 + DGD A9 + momentum A6, row-vector convention A11;
+                                    eta' = eta/(1+eta) by default: `optimizers.dgd_coefficient`)
   y_t = M_mem(q_t) -> RMSNorm per head * sigmoid(x W_g) -> out projection (Titans §4.4).
 
 Everything a token reads (its k, v, q, gates, targets, gradients, output) uses the memories'
@@ -44,7 +45,7 @@ import jax.numpy as jnp
 from hope_jax.config import ModelConfig
 from hope_jax.memory import frame
 from hope_jax.memory.optimizers import make_inner_optimizer
-from hope_jax.memory.rules import gate_bias, get_objective, make_arch
+from hope_jax.memory.rules import gate_bias, get_objective, make_arch, squash_gates
 from hope_jax.memory.scan import MemorySpec, chunk_update, chunked_scan
 from hope_jax.memory.scan import read as read_chunk
 from hope_jax.nn.layers import dtype_of
@@ -96,24 +97,10 @@ def layer_spec(cfg: ModelConfig) -> SelfModSpec:
                        hc.lr_max)
 
 
-def _l2norm(x, eps: float = 1e-6):
-    return x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + eps)
-
-
-def _squash(logits: dict, lr_max: float) -> dict:
-    """`rules.squash_gates` (same names and ranges) kept in the state dtype (fp64 under x64)."""
-    out = {"lr": lr_max * jax.nn.sigmoid(logits["lr"])}
-    if "momentum" in logits:
-        out["momentum"] = jax.nn.sigmoid(logits["momentum"])
-    if "retain" in logits:  # alpha_t = 1 - forget gate, as in squash_gates
-        out["retain"] = jax.nn.sigmoid(-logits["retain"])
-    return out
-
-
 def _finish(spec: SelfModSpec, vecs: dict, logits: dict) -> dict:
     """q, k l2-normalised (SPEC §4.3), gates squashed to their ranges in the state dtype (A7)."""
-    return {"q": _l2norm(vecs["q"]), "k": _l2norm(vecs["k"]), "v": vecs["v"],
-            "gates": _squash(logits, spec.lr_max)}
+    return {"q": frame.l2norm(vecs["q"]), "k": frame.l2norm(vecs["k"]), "v": vecs["v"],
+            "gates": squash_gates(logits, spec.lr_max)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,11 +37,6 @@ def memory_spec(mc: MemoryConfig, head_dim: int) -> MemorySpec:
                       mc.remat_every, mc.closed_form)
 
 
-def _l2norm(x, eps: float = 1e-6):
-    x32 = x.astype(jnp.float32)
-    return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, -1, keepdims=True) + eps)).astype(x.dtype)
-
-
 class NeuralMemory(nn.Module):
     """Neural memory sequence mixer: [B, T, D] -> [B, T, D] (strictly causal, SPEC A1).
 
@@ -112,7 +107,7 @@ class NeuralMemory(nn.Module):
                                                    state["conv"][n], seg_c, self.init_std, kw)
         q, k, v = vecs["q"], vecs["k"], vecs["v"]  # SiLU on q, k, v (Titans §4.4)
         if mc.qk_norm:
-            q, k = _l2norm(q), _l2norm(k)
+            q, k = frame.l2norm(q), frame.l2norm(k)
         logits = {}
         for name in spec.optimizer.gates:  # the gates the inner rule reads
             value = {"lr": mc.lr_init, "momentum": mc.momentum_init,
