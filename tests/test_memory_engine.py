@@ -98,7 +98,8 @@ def test_read_after_write_dual_form_matches_reference(chunk, kind, objective):
 @pytest.mark.parametrize("opt,raw", [("titans_general", True), ("titans_general", False),
                                      ("dgd", False), ("dgd", True)])
 def test_general_path_matches_reference(opt, raw):
-    """Per-token-gradient path: read-after-write, forced general path, DGD (no closed form)."""
+    """Per-token-gradient path (read-after-write, forced general path) and DGD's own chunk form
+    (read-before-write) / its step scan (read-after-write), mid-chunk document starts."""
     arch = _arch("mlp_norm")
     inner = optimizers.dgd(True) if opt == "dgd" else optimizers.titans()
     spec = MemorySpec(arch, rules.l2, inner, 4, read_after_write=raw,
@@ -106,6 +107,26 @@ def test_general_path_matches_reference(opt, raw):
     (y, s), (y_ref, s_ref) = _both(spec, _init(arch), *_inputs(lr_max=0.3), segment_ids_BT=SEG)
     _close(y, y_ref)
     _close(s, s_ref)
+
+
+@pytest.mark.parametrize("opt", ["titans", "dgd", "titans_general"])
+def test_padding_never_writes(opt):
+    """`valid_T` (frame.pad_to_chunk): a sequence of 14 tokens padded to 16 ≡ the reference on
+    the 14 tokens alone (outputs and end state), in every chunk form."""
+    arch = _arch("mlp")
+    inner = optimizers.dgd(True) if opt == "dgd" else optimizers.titans()
+    spec = MemorySpec(arch, rules.l2, inner, 4, closed_form=opt != "titans_general")
+    q, k, v, g = _inputs(lr_max=0.3)
+    ip = _init(arch)
+    y, s = jax.jit(memory_scan, static_argnums=0)(spec, ip, q, k, v, g, segment_ids_BT=SEG,
+                                                  valid_T=jnp.arange(T) < 14)
+    cut = lambda x: x[:, :, :14]
+    y_ref, s_ref = jax.jit(reference_scan, static_argnums=0)(
+        spec, ip, cut(q), cut(k), cut(v), {n: cut(x) for n, x in g.items()},
+        segment_ids_BT=SEG[:, :14])
+    _close(y[:, :, :14], y_ref)
+    _close(s.params, s_ref.params)
+    _close(s.opt_state, s_ref.opt_state)
 
 
 @pytest.mark.parametrize("objective", ["l2", "dot"])

@@ -56,3 +56,79 @@ def test_linear_memory_gd_is_delta_rule():
     new, _ = opt.step(w, (), g, ctx)
     expect = 0.9 * w[0] - 0.5 * jnp.outer(k, k @ w[0] - v)  # (alpha I - eta k k^T) M + eta k v^T
     np.testing.assert_allclose(new[0], expect, rtol=1e-6)
+
+
+def _mlp_case():
+    arch = rules.make_arch("mlp", 4, 4, depth=2, hidden_mult=1.5)
+    w = arch.init(jax.random.PRNGKey(0))
+    k = jnp.array([0.5, -0.5, 0.5, 0.5])  # unit key, as the layers use
+    v = jnp.array([1.0, 0.0, -1.0, 0.5])
+    g = jax.grad(rules.token_loss(arch, rules.l2))(w, k, v)
+    s = tuple(0.1 * jnp.ones_like(x) for x in w)
+    return w, k, v, g, s
+
+
+@pytest.mark.parametrize("coef", ["normalized", "printed"])
+@pytest.mark.parametrize("momentum", [False, True])
+def test_dgd_step_golden(coef, momentum):
+    """DGD's step is SPEC Eq. 88 + A6 + A9 written out by hand: S <- beta S - eta' g,
+    W_0 <- alpha W_0 - eta' k (k^T W_0) + S_0, W_1 <- alpha W_1 + S_1, eta' = eta / (1 + eta)
+    for a unit key (normalized, Eq. 57) or eta (printed)."""
+    w, k, v, g, s = _mlp_case()
+    eta, alpha, beta = 0.7, 0.9, 0.8
+    e = eta / (1 + eta) if coef == "normalized" else eta
+    opt = optimizers.dgd(momentum, True, coef)
+    gates = {"lr": eta, "retain": alpha} | ({"momentum": beta} if momentum else {})
+    new, st = opt.step(w, (s,) if momentum else (), g, optimizers.TokenContext(k, v, gates))
+    upd = [beta * si - e * gi for si, gi in zip(s, g)] if momentum else [-e * gi for gi in g]
+    np.testing.assert_allclose(new[0], alpha * w[0] - e * np.outer(k, k @ w[0]) + upd[0],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new[1], alpha * w[1] + upd[1], rtol=1e-5, atol=1e-6)
+    assert opt.gates == ("lr",) + (("momentum",) if momentum else ()) + ("retain",)
+
+
+def test_titans_step_golden():
+    """GD + momentum + retention (Titans Eqs. 13-14): S <- m S - lr g, W <- keep W + S."""
+    w, k, v, g, s = _mlp_case()
+    opt = optimizers.titans(True, True)
+    new, (s_new,) = opt.step(w, (s,), g, optimizers.TokenContext(
+        k, v, {"lr": 0.3, "momentum": 0.8, "retain": 0.95}))
+    for wi, si, gi, ni, sn in zip(w, s, g, new, s_new):
+        np.testing.assert_allclose(sn, 0.8 * si - 0.3 * gi, rtol=1e-6)
+        np.testing.assert_allclose(ni, 0.95 * wi + 0.8 * si - 0.3 * gi, rtol=1e-6)
+
+
+def test_dgd_linear_factor_stays_in_unit_interval():
+    """SPEC A9 (revised): with the l2 loss a linear memory is scaled along a unit key by
+    alpha - 2 eta'. The default coefficient eta' = eta/(1+eta) keeps it in [-1, 1] for every
+    gate value (eta in (0, 1], alpha in [0, 1]); Eq. 88's printed eta does not."""
+    arch = rules.make_arch("linear", 4, 3)
+    k = jnp.array([0.5, -0.5, 0.5, 0.5])
+    w = (jnp.outer(k, jnp.array([1.0, -2.0, 0.5])),)  # all of W along k
+    grad = jax.grad(rules.token_loss(arch, rules.l2))(w, k, jnp.zeros(3))
+    etas, alphas = jnp.linspace(0.01, 1.0, 34), jnp.linspace(0.0, 1.0, 21)
+
+    def factor(coef, eta, alpha):
+        new, _ = optimizers.dgd(False, True, coef).step(
+            w, (), grad, optimizers.TokenContext(k, jnp.zeros(3), {"lr": eta, "retain": alpha}))
+        return jnp.sum(new[0] * w[0]) / jnp.sum(w[0] * w[0])
+
+    grid = lambda coef: jax.vmap(jax.vmap(lambda e, a: factor(coef, e, a), (None, 0)),
+                                 (0, None))(etas, alphas)
+    f = grid("normalized")
+    np.testing.assert_allclose(f, alphas[None] - 2 * etas[:, None] / (1 + etas[:, None]),
+                               atol=1e-5)
+    assert float(f.min()) >= -1 - 1e-6 and float(f.max()) <= 1 + 1e-6
+    assert float(grid("printed").min()) < -1.5  # alpha - 2 eta: expansive for large eta
+
+
+def test_registry_names_and_errors():
+    """Config names resolve through the registries; unknown names and bad rules say why."""
+    assert optimizers.make_inner_optimizer("dgd", True, True).name == "dgd+momentum"
+    assert "printed" in optimizers.make_inner_optimizer("dgd_printed", True, True).name
+    with pytest.raises(ValueError, match="register_inner_optimizer"):
+        optimizers.make_inner_optimizer("nope", True, True)
+    with pytest.raises(ValueError, match="register_objective"):
+        rules.get_objective("nope")
+    with pytest.raises(ValueError, match="gates"):
+        optimizers.InnerOptimizer("bad", lambda p: (), lambda *a: a[:2], gates=("speed",))

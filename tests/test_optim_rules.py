@@ -128,10 +128,10 @@ def test_dmgd_state_dtype_is_independent_of_params(form):
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
 
 
-
-@pytest.mark.parametrize("norm,alpha", [(1.0, 1.0), (1.7, 0.95)])
+@pytest.mark.parametrize("norm,alpha", [(1.0, 1.0), (1.7, 1.0), (1.7, 0.95)])
 def test_dgd_is_exact_proximal_step(norm, alpha):
-    """Eqs. 56-57: W_{t+1} = argmin 1/2||x W - u||^2 + 1/(2 eta)||W - alpha W_t||^2, u = -dL/dy.
+    """Eqs. 56-57: W_{t+1} = argmin 1/2||x W - u||^2 + 1/(2 eta)||W - W_t||^2, u = -dL/dy, then
+    retention (SPEC A9: (alpha I - eta' x x^T) W - eta' g = proximal step - (1 - alpha) W_t).
 
     For ||x|| = 1, alpha = 1 this is Eq. 57: W (I - eta' x x^T) - eta' dL/dy x, eta' = eta/(1+eta).
     """
@@ -141,8 +141,9 @@ def test_dgd_is_exact_proximal_step(norm, alpha):
     eta = 0.7
     u, _ = dgd_rule().step(jnp.outer(x, dy), (), {"lr": eta, "retain": alpha, "key": x}, w)
     lhs = np.outer(x, x) + np.eye(4) / eta  # normal equations of the proximal objective
-    rhs = alpha * np.asarray(w, np.float64) / eta + np.outer(x, -dy)
-    np.testing.assert_allclose(np.asarray(w + u), np.linalg.solve(lhs, rhs), rtol=1e-5, atol=1e-6)
+    rhs = np.asarray(w, np.float64) / eta + np.outer(x, -dy)
+    prox = np.linalg.solve(lhs, rhs) - (1 - alpha) * np.asarray(w, np.float64)
+    np.testing.assert_allclose(np.asarray(w + u), prox, rtol=1e-5, atol=1e-6)
     if norm == 1.0 and alpha == 1.0:
         e = eta / (1 + eta)
         eq57 = (np.eye(4) - e * np.outer(x, x)) @ np.asarray(w) - e * np.outer(x, dy)

@@ -7,7 +7,6 @@ ablation switches, outer gradient ≡ finite differences.
 
 import dataclasses
 import functools
-from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -16,10 +15,10 @@ import numpy as np
 import pytest
 
 from hope_jax.config import ModelConfig
+from hope_jax.memory import rules
 from hope_jax.memory import self_modifying as sm
 from hope_jax.memory.config import MemoryConfig
 from hope_jax.memory.hope_config import HopeConfig
-from hope_jax.memory.self_modifying_reference import reference_scan
 from hope_jax.memory.titans import NeuralMemory
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
@@ -41,12 +40,6 @@ def _cfg(closed_form=True, remat_every=4, **hope):
 
 
 BASE = _cfg(other_chunk_size=2)
-_CHUNKED = sm.self_modifying_scan
-
-
-def _stub_scan(spec, consts, xs, fast, **kw):
-    x = xs["x"] if "x" in xs else xs["q"]
-    return jnp.zeros(x.shape[:3] + x.shape[-1:], x.dtype), fast
 
 
 _BASE_VALUES = {"lr_bias": -2.0, "momentum_bias": 2.0, "retain_bias": -3.0}  # eta .1, beta .9
@@ -58,11 +51,9 @@ def _params(cfg, seed=1):
     memory, gate and conv tap matters (conv identity + noise, gates near their init, memory
     first layers N(0, 1), everything else N(0, 0.3^2)).
 
-    Only the structure comes from Flax (`eval_shape` with the scans stubbed out); the values
-    come from numpy (float64 `jax.random` compiles for ~20 s on a busy CPU)."""
-    with mock.patch.object(sm, "self_modifying_scan", _stub_scan):
-        shapes = jax.eval_shape(sm.SelfModifyingTitans(cfg).init, jax.random.PRNGKey(0), X, POS,
-                                SEG)
+    Only the structure comes from Flax (`eval_shape`); the values come from numpy (float64
+    `jax.random` compiles for ~20 s on a busy CPU)."""
+    shapes = jax.eval_shape(sm.SelfModifyingTitans(cfg).init, jax.random.PRNGKey(0), X, POS, SEG)
     rng = np.random.default_rng(seed)
 
     def fill(path, a):
@@ -77,30 +68,13 @@ def _params(cfg, seed=1):
     return jax.tree_util.tree_map_with_path(fill, nn.unbox(shapes))
 
 
-class _RMSNorm64(nn.Module):
-    """`layers.RMSNorm` without its fp32 cast, so that float64 comparisons stay exact."""
-
-    eps: float = 1e-6
-    axis_name: str = "embed"
-    param_dtype: jnp.dtype = jnp.float64
-
-    @nn.compact
-    def __call__(self, x):
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-        scale = scale.reshape((1,) * (x.ndim - 1) + (-1,))
-        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + self.eps) * scale
-
-
-def _apply(cfg, reference=False, f64_norm=True):
+def _apply(cfg, reference=False):
     """The layer's apply; `reference` swaps the chunked inner loop for the token-by-token one
     (both looked up when the layer is traced)."""
-    m = sm.SelfModifyingTitans(cfg)
+    m = sm.SelfModifyingTitans(cfg, inner_reference=reference)
 
     def f(p, x, seg, state):
-        with mock.patch.object(sm, "self_modifying_scan",
-                               reference_scan if reference else _CHUNKED), \
-                mock.patch.object(sm, "RMSNorm", _RMSNorm64 if f64_norm else sm.RMSNorm):
-            return m.apply(p, x, POS[:, : x.shape[1]], seg, state)
+        return m.apply(p, x, POS[:, : x.shape[1]], seg, state)
 
     return f
 
@@ -114,13 +88,13 @@ def _jit(f):
 
 
 @functools.cache
-def _fn(cfg, reference=False, f64_norm=True):
+def _fn(cfg, reference=False):
     """Jitted `_apply` (one compile per config and input signature)."""
-    return _jit(_apply(cfg, reference, f64_norm))
+    return _jit(_apply(cfg, reference))
 
 
-def _run(cfg, params, x=X, seg=SEG, state=None, reference=False, f64_norm=True):
-    return _fn(cfg, reference, f64_norm)(params, x, seg, state)
+def _run(cfg, params, x=X, seg=SEG, state=None, reference=False):
+    return _fn(cfg, reference)(params, x, seg, state)
 
 
 def _close(a, b, tol=1e-10):
@@ -190,6 +164,9 @@ def test_segment_carry_equals_one_pass():
     y2, st2 = _run(cfg, p, X[:, 8:], SEG[:, 8:], st1)
     _close(jnp.concatenate([y1, y2], 1), y)
     _close(st2, st)
+    # the pure initialiser (no params: the first token takes the meta-learned init) ≡ None
+    y0, _ = _run(cfg, p, X[:, :8], SEG[:, :8], sm.SelfModifyingTitans(cfg).init_state(B))
+    _close(y0, y1)
 
 
 def test_batch_isolation():
@@ -222,7 +199,7 @@ def test_static_equals_titans_layer(opt):
                       remat_every=0, conv_width=hc.conv_width)
     # NeuralMemory keeps its memory init, gates and l2-norm in fp32: use fp32-exact params
     p = jax.tree_util.tree_map(lambda w: w.astype(jnp.float32).astype(w.dtype), _params(cfg))
-    y, _ = _run(cfg, p, f64_norm=False)
+    y, _ = _run(cfg, p)
     titans = NeuralMemory(H, D // H, mc, cfg.init_std, dtype=jnp.float64,
                           param_dtype=jnp.float64)
     y_titans = _jit(titans.apply)(p, X, SEG)
@@ -236,7 +213,8 @@ def test_defaults_follow_spec():
             hc.static_proj) == (True, False, "dgd", True, True, "")  # SPEC §4.3, A6, A8, A9
     spec = sm.layer_spec(ModelConfig(hope=hc))
     assert spec.adaptive == ("k", "v", "lr", "retain") and spec.self_target
-    assert spec.optimizer.name == "dgd+momentum" and spec.gates == ("lr", "momentum", "retain")
+    assert spec.mem.optimizer.name == "dgd+momentum" and spec.gates == ("lr", "momentum", "retain")
+    assert spec.mem.objective is rules.l2  # the default inner loss; hope.objective switches it
 
 
 @pytest.mark.parametrize("switch", [

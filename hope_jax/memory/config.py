@@ -10,6 +10,20 @@ from __future__ import annotations
 import dataclasses
 
 from hope_jax.config_fields import ConfigError, field
+from hope_jax.memory.optimizers import INNER_OPTIMIZERS
+from hope_jax.memory.rules import OBJECTIVES
+
+
+def check_inner_names(path: str, objective: str, obj_key: str, optimizer: str,
+                      opt_key: str) -> None:
+    """Inner objective / optimizer names must be registered (beside the registries)."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"{path}.{obj_key}={objective!r} is not a registered inner objective "
+                          f"{sorted(OBJECTIVES)} (memory.rules.register_objective)")
+    if optimizer not in INNER_OPTIMIZERS:
+        raise ConfigError(f"{path}.{opt_key}={optimizer!r} is not a registered inner optimizer "
+                          f"{sorted(INNER_OPTIMIZERS)} "
+                          "(memory.optimizers.register_inner_optimizer)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +39,11 @@ class MemoryConfig:
     out_norm: bool = field(True, help="M(x) = x + RMSNorm(MLP(x)): keeps the inner loop stable "
                                       "(lucidrains/TTT LayerNorm-residual; ours)")
     # --- inner objective and optimizer (SPEC Def. 1, Titans Eqs. 12-14, A6, A9) ---
-    objective: str = field("l2", choices=("l2", "dot"),
-                           help="inner loss: l2 = 1/2||M(k)-v||^2, dot = -<M(k), v>")
-    inner_opt: str = field("titans", choices=("titans", "dgd"),
-                           help="titans = GD (+momentum, +forget gate); dgd = SPEC A9")
+    objective: str = field("l2", help="inner loss (memory.rules registry): l2 = 1/2||M(k)-v||^2, "
+                                      "dot = -<M(k), v>, or a registered one")
+    inner_opt: str = field("titans", help="inner optimizer (memory.optimizers registry): titans "
+                                          "= GD (+momentum, +forget gate); dgd = SPEC A9 with "
+                                          "eta' = eta/(1+eta); dgd_printed = Eq. 88's eta")
     momentum: bool = field(True, help="Titans momentum S_t = eta S - theta grad (Eq. 14)")
     decay: bool = field(True, help="forget gate M_t = (1 - alpha_t) M_{t-1} + S_t (Eq. 13)")
     lr_max: float = field(0.1, positive=True,
@@ -54,6 +69,7 @@ class MemoryConfig:
     segment_len: int = field(512, positive=True, help="MAC segment length (ours)")
 
     def check(self, path: str) -> None:
+        check_inner_names(path, self.objective, "objective", self.inner_opt, "inner_opt")
         if self.arch == "mlp" and self.depth < 2:
             raise ConfigError(f"{path}.depth={self.depth} must be >= 2 for arch='mlp'")
         if self.gate_granularity == "chunk" and self.read_after_write:

@@ -37,41 +37,13 @@ import math
 import jax
 import jax.numpy as jnp
 
+from hope_jax.memory.dgd_chunk import unit_lower_inverse
 from hope_jax.memory.scan import MemoryState, _state_dtype
 
 
 def _split(x, n, c):
     """[B, H, T, ...] -> [B, H, N, C, ...]."""
     return x.reshape(x.shape[:2] + (n, c) + x.shape[3:])
-
-
-def unit_lower_inverse(a_CC: jax.Array) -> jax.Array:
-    """(I + A)^-1 for strictly lower-triangular A (batched over leading dims), by matmuls only.
-
-    Recursive block forward substitution: with the inverses X_1, X_2 of two diagonal blocks,
-      [[I + A_11, 0], [A_21, I + A_22]]^-1 = [[X_1, 0], [-X_2 A_21 X_1, X_2]],
-    doubling the block size log2(C) times (all pairs of blocks at once). As stable as row-by-row
-    substitution (FLA's kernels), unlike the power series sum_j (-A)^j, whose terms blow up for
-    correlated keys. No LAPACK triangular solve: its CPU custom call hung under XLA's thread pool
-    here, and matmuls map onto accelerators directly.
-    """
-    c = a_CC.shape[-1]
-    lead = a_CC.shape[:-2]
-    cp = 1 << max(0, (c - 1).bit_length())  # pad to a power of two (identity extension)
-    a = jnp.pad(a_CC, [(0, 0)] * len(lead) + [(0, cp - c), (0, cp - c)])
-    inv = jnp.ones(lead + (cp, 1, 1), a.dtype)  # inverses of the 1 x 1 diagonal blocks
-    s = 1
-    while s < cp:
-        nb = cp // (2 * s)
-        blocks = a.reshape(lead + (nb, 2 * s, nb, 2 * s))
-        diag = jnp.moveaxis(jnp.diagonal(blocks, axis1=-4, axis2=-2), -1, -3)  # [.., nb, 2s, 2s]
-        x = inv.reshape(lead + (nb, 2, s, s))
-        x11, x22 = x[..., 0, :, :], x[..., 1, :, :]
-        x21 = -(x22 @ diag[..., s:, :s] @ x11)
-        top = jnp.concatenate([x11, jnp.zeros_like(x11)], axis=-1)
-        inv = jnp.concatenate([top, jnp.concatenate([x21, x22], axis=-1)], axis=-2)
-        s *= 2
-    return inv.reshape(lead + (cp, cp))[..., :c, :c]
 
 
 def init_linear_state(batch: int, heads: int, dk: int, dv: int, dtype=jnp.float32,

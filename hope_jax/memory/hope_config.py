@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from hope_jax.config_fields import ConfigError, field
+from hope_jax.memory.config import check_inner_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +22,10 @@ class HopeConfig:
                                       help="hidden width / head dim of each residual MLP memory")
     self_modify: bool = field(True, help="False: static k/v/eta/alpha projections (Titans layer)")
     adaptive_q: bool = field(False, help="q from a memory too (A8; paper: q fixed)")
-    inner_optimizer: str = field("dgd", choices=("dgd", "gd"),
-                                 help="DGD (Eq. 88, A9) or plain GD (ablation 'w/o DGD')")
+    inner_optimizer: str = field("dgd", help="inner optimizer (memory.optimizers registry): dgd "
+                                             "(Eq. 88 with eta' = eta/(1+eta), A9), dgd_printed "
+                                             "(Eq. 88's eta), gd (ablation 'w/o DGD') or yours")
+    objective: str = field("l2", help="inner loss of every memory (memory.rules registry)")
     momentum: bool = field(True, help="Titans-style momentum on the inner step (A6)")
     weight_decay: bool = field(True, help="retention gate alpha_t (ablation 'w/o weight decay')")
     static_proj: str = field("", choices=("", "k", "v"),
@@ -45,6 +48,8 @@ class HopeConfig:
     persist_state: bool = field(False, help="keep fast states across documents (streams, A17)")
 
     def check(self, path: str) -> None:
+        check_inner_names(path, self.objective, "objective", self.inner_optimizer,
+                          "inner_optimizer")
         if self.lr_init >= self.lr_max:
             raise ConfigError(f"{path}.lr_init={self.lr_init} must be < lr_max={self.lr_max}")
         if not self.cms_periods:

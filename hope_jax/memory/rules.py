@@ -213,6 +213,22 @@ def l2(pred_V: jax.Array, target_V: jax.Array) -> jax.Array:
 OBJECTIVES: dict[str, Objective] = {"dot": dot_product, "l2": l2}
 
 
+def register_objective(name: str, objective: Objective) -> None:
+    """Makes `objective(pred_V, target_V) -> scalar` the inner objective named `name` in every
+    config (`model.memory.objective`, `model.hope.objective`)."""
+    if not callable(objective):
+        raise TypeError(f"inner objective {name!r} must be callable (pred_V, target_V) -> scalar")
+    OBJECTIVES[name] = objective
+
+
+def get_objective(name: str) -> Objective:
+    """The inner objective a config names."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown inner objective {name!r}; known: {sorted(OBJECTIVES)} "
+                         "(add yours with register_objective)")
+    return OBJECTIVES[name]
+
+
 def token_loss(arch: MemoryArch, objective: Objective) -> Callable:
     """(params, k_K, v_V) -> scalar inner loss of one token, ready for jax.grad / vmap / jit."""
 
@@ -225,9 +241,6 @@ def token_loss(arch: MemoryArch, objective: Objective) -> Callable:
 # --------------------------------------------------------------------------------------------
 # Data-dependent gates (SPEC §4.6, A7): logits from the input -> valid ranges, in fp32.
 # --------------------------------------------------------------------------------------------
-
-GATE_NAMES = ("lr", "momentum", "retain")
-
 
 def squash_gates(logits: dict[str, jax.Array], lr_max: float) -> dict[str, jax.Array]:
     """Maps gate logits to the rates the inner optimizers read (all fp32).

@@ -186,7 +186,7 @@ def _token_coefficients(a_eff_CNN, b_CN, a_CNN, reset_C):
     return cw_CC, pz_CN, rz_CN
 
 
-def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
+def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, reset_C, valid_C):
     """One chunk for an optimizer with a `transition` (no per-token weight copies).
 
     End state: suffix products of the transitions (`lax.associative_scan`) give each token's
@@ -197,6 +197,9 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
     arch, opt = spec.arch, spec.optimizer
     a_CNN, b_CN = opt.transition(gates)
     a_CNN, b_CN = a_CNN.astype(k.dtype), b_CN.astype(k.dtype)
+    if valid_C is not None:  # padding: identity transition, no gradient (never writes)
+        a_CNN = jnp.where(valid_C[:, None, None], a_CNN, jnp.eye(a_CNN.shape[-1], dtype=k.dtype))
+        b_CN = jnp.where(valid_C[:, None], b_CN, 0.0)
     a_eff = a_CNN if reset_C is None else jnp.where(reset_C[:, None, None], 0.0, a_CNN)
     p_CNN, p_all_NN = suffix_products(a_eff)
     coef_NC = jnp.einsum("cij,cj->ic", p_CNN, b_CN)  # slot i weight of g_c (SPEC §4.4 dual form)
@@ -220,16 +223,16 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
         else:
             g = jax.tree_util.tree_map(jnp.add, wgrads(params, jnp.where(after_C, 0.0, coef_NC)),
                                        wgrads(init_params, jnp.where(after_C, coef_NC, 0.0)))
-    if spec.read_after_write:
+    if q is None:
+        y = None
+    elif spec.read_after_write:
         cw_CC, pz_CN, rz_CN = _token_coefficients(a_eff, b_CN, a_CNN, reset_C)
         bases, base_coef = list(z0), pz_CN
         if reset_C is not None:
             bases, base_coef = bases + list(zinit), jnp.concatenate([pz_CN, rz_CN], axis=1)
         y = arch.apply_evolving(q, bases, base_coef, hs, ds, cw_CC)
-    elif after_C is None:
-        y = arch.apply(params, q)
     else:
-        y = jnp.where(after_C[:, None], arch.apply(init_params, q), arch.apply(params, q))
+        y = read(arch, init_params, params, q, after_C)
     zinit_terms = []
     if reset_C is not None:
         r_NN = jnp.einsum("cij,cjk,c->ik", p_CNN, a_CNN, reset_C.astype(k.dtype))
@@ -244,7 +247,7 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
     return new[0], tuple(new[1:]), y
 
 
-def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
+def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C, valid_C):
     """One chunk token by token: any optimizer, read-before or read-after-write.
 
     A `lax.scan` over the C tokens: each token's gradient at its reference weights (the
@@ -261,29 +264,83 @@ def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C
     resets = jnp.zeros(k.shape[:1], bool) if reset_C is None else reset_C
     zinit = (init_params, tuple(opt.init(init_params)))
 
+    valid = jnp.ones(k.shape[:1], bool) if valid_C is None else valid_C
+    raw = spec.read_after_write and q is not None
+
     def tok(carry, xs):
-        ctx_t, r_t, a_t, q_t = xs
+        ctx_t, r_t, a_t, q_t, ok_t = xs
         w_ref = params if reset_C is None else jax.tree_util.tree_map(
             lambda i, p: jnp.where(a_t, i, p), init_params, params)
         w, s = jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, b, a), carry, zinit)
         w, s = opt.step(w, s, grad(w_ref, ctx_t.k, ctx_t.v), ctx_t)
-        return (w, tuple(s)), (arch.apply(w, q_t) if spec.read_after_write else None)
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok_t, a, b), (w, tuple(s)), carry)
+        return new, (arch.apply(new[0], q_t) if raw else None)
 
     (new_params, new_opt), y_raw = jax.lax.scan(
-        tok, (params, tuple(opt_state)), (TokenContext(k, v, gates), resets, after_C, q))
-    if spec.read_after_write:
-        y = y_raw
-    elif reset_C is None:
-        y = arch.apply(params, q)
-    else:
-        y = jnp.where(after_C[:, None], arch.apply(init_params, q), arch.apply(params, q))
+        tok, (params, tuple(opt_state)),
+        (TokenContext(k, v, gates), resets, after_C, k if q is None else q, valid))
+    y = y_raw if raw else read(arch, init_params, params, q, None if reset_C is None else after_C)
     return new_params, tuple(new_opt), y
+
+
+def read(arch, init_params, params, q_CK, after_C):
+    """y_t = M(W_ref; q_t) for a chunk: the chunk-start weights (A1), or the initial weights for
+    tokens at/after a document start in the chunk (`after_C`, or None). None without queries."""
+    if q_CK is None:
+        return None
+    y = arch.apply(params, q_CK)
+    return y if after_C is None else jnp.where(after_C[:, None], arch.apply(init_params, q_CK), y)
+
+
+def chunk_update(spec: MemorySpec, init_params: Params, params: Params, opt_state: tuple,
+                 q_CK, k_CK, v_CV, gates_C: dict, reset_C=None, valid_C=None,
+                 target_fn: Callable | None = None):
+    """THE per-chunk primitive of every fast-weight layer (one sequence, one head, one chunk).
+
+    Every token's inner gradient is taken at its reference weights (the chunk-start weights, or
+    the initial weights after a document start inside the chunk, SPEC A1/A4), then the
+    optimizer's rule runs over the chunk: its own `chunk` form, else the affine closed form of
+    its `transition`, else a scan of its `step` (see `optimizers`; `spec.closed_form=False`
+    always scans `step`). Nothing depends on the rule's name.
+
+    Args:
+      spec: arch, objective, optimizer and the form switches (chunk_size is not read here).
+      init_params / (params, opt_state): initial weights / chunk-start state.
+      q_CK: queries read with read-before-write (or read-after-write) semantics; None = no read.
+      k_CK, v_CV: keys and values; gates_C: {name: [C]} gates.
+      reset_C: document start per token (state -> initial state there), or None.
+      valid_C: False for padding tokens (never write), or None.
+      target_fn: weights -> [C, V] inner targets (HOPE's self-generated v^ = M(W_ref; v),
+        Eq. 87), evaluated at the reference weights and held constant inside the inner gradient
+        (A15) while the outer gradient flows through it (A14). None = the values.
+
+    Returns:
+      (params, opt_state, y_CV or None) at the end of the chunk.
+    """
+    after_C = None if reset_C is None else jnp.cumsum(reset_C.astype(jnp.int32)) > 0
+    tgt = v_CV
+    if target_fn is not None:
+        tgt = target_fn(params)
+        if after_C is not None:
+            tgt = jnp.where(after_C[:, None], target_fn(init_params), tgt)
+    opt = spec.optimizer
+    raw = spec.read_after_write and q_CK is not None
+    if spec.closed_form and opt.chunk is not None and not raw:
+        w, s = opt.chunk(spec.arch, spec.objective, init_params, params, tuple(opt_state), k_CK,
+                         tgt, gates_C, reset_C, valid_C)
+        return w, tuple(s), read(spec.arch, init_params, params, q_CK, after_C)
+    if spec.closed_form and opt.transition is not None and not (raw and not spec.manual_grads):
+        return _chunk_closed_form(spec, init_params, params, opt_state, q_CK, k_CK, tgt, gates_C,
+                                  reset_C, valid_C)
+    return _chunk_general(spec, init_params, params, opt_state, q_CK, k_CK, tgt, gates_C,
+                          reset_C, valid_C)
 
 
 def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BHTK: jax.Array,
                 v_BHTV: jax.Array, gates_BHT: dict[str, jax.Array], *,
                 segment_ids_BT: jax.Array | None = None,
-                state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
+                state: MemoryState | None = None,
+                valid_T: jax.Array | None = None) -> tuple[jax.Array, MemoryState]:
     """Runs a fast-weight memory over a sequence, chunk-parallel (SPEC §4.4, §4.6, §7.1).
 
     Args:
@@ -296,6 +353,7 @@ def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BH
       state: carry from a previous call (segment carry / streaming); None = fresh state.
         A sequence split into calls whose lengths are multiples of chunk_size gives exactly the
         one-pass result; token-by-token generation is a call with T = 1 and chunk_size = 1.
+      valid_T: False for padding tokens (`frame.pad_to_chunk`): they never write; None = all.
 
     Returns:
       (y_BHTV retrieved values, in the state dtype (>= fp32), final MemoryState).
@@ -315,13 +373,11 @@ def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BH
                                    segment_ids_BT[:, :-1]], axis=1)
         reset_BT = segment_ids_BT != prev_BT
         xs["reset"] = jnp.broadcast_to(reset_BT[:, None, :], q.shape[:3])
-    general = (spec.optimizer.transition is None or not spec.closed_form
-               or (spec.read_after_write and not spec.manual_grads))
-    chunk_fn = _chunk_general if general else _chunk_closed_form
-
+    if valid_T is not None:
+        xs["valid"] = jnp.broadcast_to(valid_T, q.shape[:3])
     def per_seq(init_p, params, opt_state, xc, reset):
-        return chunk_fn(spec, init_p, params, opt_state, xc["q"], xc["k"], xc["v"], xc["gates"],
-                        reset)
+        return chunk_update(spec, init_p, params, opt_state, xc["q"], xc["k"], xc["v"],
+                            xc["gates"], reset, xc.get("valid"))
 
     def batched(params, opt_state, xc, with_reset):
         if with_reset:

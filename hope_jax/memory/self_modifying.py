@@ -9,19 +9,21 @@ M_mem, and every memory updates itself in context:
   eta_t = lr_max sigmoid(w_eta . M_eta(x^eta) + b)  alpha_t = sigmoid(-(w_a . M_alpha(x^a) + b))
   beta_t = sigmoid(x_t w_beta + b)   (momentum gate, static, A6; gates per head, fp32, A7)
   v^_m,t = M_m(v_t)                (each memory's own target, Eq. 87; constant inside grad, A15)
-  W_0 <- (alpha I - eta k k^T) W_0 + S_0, W_1 <- alpha W_1 + S_1, S <- beta S - eta grad
-                                   (Eq. 88 + DGD A9 + momentum A6, row-vector convention A11)
+  W_0 <- (alpha I - eta' k k^T) W_0 + S_0, W_1 <- alpha W_1 + S_1, S <- beta S - eta' grad
+                                   (Eq. 88 + DGD A9 + momentum A6, row-vector convention A11;
+                                    eta' = eta/(1+eta) by default: `optimizers.dgd_coefficient`)
   y_t = M_mem(q_t) -> RMSNorm per head * sigmoid(x W_g) -> out projection (Titans §4.4).
 
 Everything a token reads (its k, v, q, gates, targets, gradients, output) uses the memories'
 state at the END of the previous chunk (A1): chunk `other_chunk_size` for the k/v/eta/alpha(/q)
 memories, `chunk_size` for M_mem. So the layer is two `chunked_scan`s: the first produces
 k, v, q, eta, alpha for all tokens, the second runs M_mem on them. The adaptive memories are
-stacked on an axis M and vmapped (one graph for all). A chunk's end state is computed in closed
-form (`self_modifying_chunk`: matmuls and one C x C unit-triangular inverse shared by the
-memories) or, with `memory.closed_form=False`, by per-token gradients in one vmapped call and
-a scan of the engine's `dgd()` / `titans()` step (the definition; both are tested against the
-token-by-token `self_modifying_reference`).
+stacked on an axis M and vmapped (one graph for all). Every memory writes through the engine's
+one per-chunk primitive `scan.chunk_update` with the spec's objective and optimizer: DGD's own
+closed form (`dgd_chunk`: matmuls and one C x C unit-triangular inverse shared by the memories),
+GD's affine closed form, or a scan of any other rule's `step` (`memory.closed_form=False`: always
+the step). All are tested against the token-by-token `self_modifying_reference`, which calls
+the optimizer's `step` and the objective.
 
 Choices (ours): every adaptive memory has its own input map W_m (a shared x_t is the special case
 W_m all equal; separate maps keep k != v at init, where every memory is ~identity, A15, and make
@@ -41,11 +43,12 @@ import jax
 import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
-from hope_jax.memory.optimizers import InnerOptimizer, TokenContext, dgd, titans
-from hope_jax.memory.rules import MemoryArch, gate_bias, l2, make_arch, token_loss
-from hope_jax.memory.scan import chunked_scan
-from hope_jax.memory.self_modifying_chunk import closed_form_write, supports
-from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
+from hope_jax.memory import frame
+from hope_jax.memory.optimizers import make_inner_optimizer
+from hope_jax.memory.rules import gate_bias, get_objective, make_arch, squash_gates
+from hope_jax.memory.scan import MemorySpec, chunk_update, chunked_scan
+from hope_jax.memory.scan import read as read_chunk
+from hope_jax.nn.layers import dtype_of
 
 _VECS = ("q", "k", "v")
 _GATE_INIT = {"momentum": 0.9, "retain": 0.99}  # ours: beta, alpha at init (eta: hope.lr_init)
@@ -54,69 +57,50 @@ _ACT = "gelu"  # sigma of Eq. 89 (unspecified in the paper; engine default)
 
 @dataclasses.dataclass(frozen=True)
 class SelfModSpec:
-    """Static description of the layer's inner loop.
+    """Static description of the layer's inner loop: the engine's spec plus HOPE's own.
 
     Attributes:
-      arch: architecture shared by every memory (residual 2-layer MLP, Eq. 89).
-      optimizer: inner optimizer of every memory (DGD, A9, or GD with retention).
-      chunk_size / other_chunk_size: chunks of M_mem and of the other memories (A1, A2).
+      mem: the engine spec shared by every memory (`scan.MemorySpec`: arch = residual 2-layer
+        MLP of Eq. 89, objective, optimizer, chunk_size of M_mem, remat, closed_form).
+      other_chunk_size: chunk of the other memories (A1, A2).
       adaptive: which of q, k, v, lr (eta), retain (alpha) come from in-context memories.
-      gates: gate names the optimizer reads (lr, momentum, retain).
       self_target: M_mem's target is M_mem(v_t) (Eq. 87) instead of v_t (Titans).
       lr_max: eta_t <= lr_max (A9).
-      remat_every: chunks per `jax.checkpoint` group of each scan.
-      closed_form: end-of-chunk states in closed form (`self_modifying_chunk`, matmuls + one
-        C x C triangular solve) instead of scanning the optimizer's per-token step.
     """
 
-    arch: MemoryArch
-    optimizer: InnerOptimizer
-    chunk_size: int
+    mem: MemorySpec
     other_chunk_size: int
     adaptive: tuple[str, ...]
-    gates: tuple[str, ...]
     self_target: bool
     lr_max: float
-    remat_every: int = 0
-    closed_form: bool = True
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The gates the optimizer reads (lr, momentum, retain)."""
+        return self.mem.optimizer.gates
 
 
 def layer_spec(cfg: ModelConfig) -> SelfModSpec:
     """The inner-loop description of `cfg.hope` for heads of width `cfg.head_dim`."""
     hc = cfg.hope
+    opt = make_inner_optimizer(hc.inner_optimizer, hc.momentum, hc.weight_decay)
     adaptive: tuple[str, ...] = ()
     if hc.self_modify:
         names = ["q"] if hc.adaptive_q else []
-        names += ["k", "v", "lr"] + (["retain"] if hc.weight_decay else [])
+        names += ["k", "v", "lr"] + (["retain"] if "retain" in opt.gates else [])
         adaptive = tuple(n for n in names if n != hc.static_proj)
-    gates = ("lr",) + (("momentum",) if hc.momentum else ()) + (
-        ("retain",) if hc.weight_decay else ())  # weight_decay=False: alpha == 1
-    opt = dgd(hc.momentum) if hc.inner_optimizer == "dgd" else titans(hc.momentum, hc.weight_decay)
     arch = make_arch("mlp", cfg.head_dim, cfg.head_dim, 2, hc.memory_hidden_mult, _ACT, True,
                      cfg.memory.out_norm)
-    return SelfModSpec(arch, opt, hc.chunk_size, hc.other_chunk_size or hc.chunk_size, adaptive,
-                       gates, hc.self_modify, hc.lr_max, cfg.memory.remat_every,
-                       cfg.memory.closed_form and supports(arch))
-
-
-def _l2norm(x, eps: float = 1e-6):
-    return x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + eps)
-
-
-def _squash(logits: dict, lr_max: float) -> dict:
-    """`rules.squash_gates` (same names and ranges) kept in the state dtype (fp64 under x64)."""
-    out = {"lr": lr_max * jax.nn.sigmoid(logits["lr"])}
-    if "momentum" in logits:
-        out["momentum"] = jax.nn.sigmoid(logits["momentum"])
-    if "retain" in logits:  # alpha_t = 1 - forget gate, as in squash_gates
-        out["retain"] = jax.nn.sigmoid(-logits["retain"])
-    return out
+    mem = MemorySpec(arch, get_objective(hc.objective), opt, hc.chunk_size,
+                     remat_every=cfg.memory.remat_every, closed_form=cfg.memory.closed_form)
+    return SelfModSpec(mem, hc.other_chunk_size or hc.chunk_size, adaptive, hc.self_modify,
+                       hc.lr_max)
 
 
 def _finish(spec: SelfModSpec, vecs: dict, logits: dict) -> dict:
     """q, k l2-normalised (SPEC §4.3), gates squashed to their ranges in the state dtype (A7)."""
-    return {"q": _l2norm(vecs["q"]), "k": _l2norm(vecs["k"]), "v": vecs["v"],
-            "gates": _squash(logits, spec.lr_max)}
+    return {"q": frame.l2norm(vecs["q"]), "k": frame.l2norm(vecs["k"]), "v": vecs["v"],
+            "gates": squash_gates(logits, spec.lr_max)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,63 +108,25 @@ def _finish(spec: SelfModSpec, vecs: dict, logits: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _read(arch, init_w, w, x_CK, after_C):
-    """M(W_ref; x) per token: chunk-start weights (A1), or the initial ones after a doc start."""
-    y = arch.apply(w, x_CK)
-    return y if after_C is None else jnp.where(after_C[:, None], arch.apply(init_w, x_CK), y)
-
-
-def _write(spec, init_w, w, s, after_C, k_CK, v_CK, gates_C, reset_C, valid_C, self_target):
-    """One chunk of inner updates of one memory (Eq. 88 + A6 + A9 via the engine's optimizer).
-
-    Args:
-      init_w / (w, s): initial weights / chunk-start weights and optimizer state.
-      after_C, reset_C: token after / at a document start in this chunk (or None).
-      k_CK, v_CK, gates_C: keys, values and gates (shared by all memories, Eq. 88).
-      valid_C: False for padding tokens, which leave the state untouched (or None).
-      self_target: the target is M(W_ref; v) (Eq. 87) instead of v.
-    """
-    arch, opt = spec.arch, spec.optimizer
-    if spec.closed_form:
-        return closed_form_write(arch, opt.name.startswith("dgd"), init_w,
-                                 w, s, after_C, reset_C, k_CK, v_CK, gates_C, valid_C,
-                                 self_target)
-    ref, ax = w, None  # reference weights (A1): chunk start, or W_0 after a doc start (A4)
-    if after_C is not None:
-        sel = lambda a, b: jnp.where(after_C.reshape((-1,) + (1,) * a.ndim), b[None], a[None])
-        ref, ax = jax.tree_util.tree_map(sel, w, init_w), 0
-    # v^ = M(W_ref; v) (Eq. 87) is computed outside jax.grad: a constant of the inner loss
-    # (A15), while the outer gradient still flows through it (A14).
-    tgt = (jax.vmap(arch.apply, (ax, 0))(ref, v_CK)) if self_target else v_CK
-    # every token's gradient at its reference (chunk-start) weights, one vmapped call (A1, Eq. 90)
-    g_C = jax.vmap(jax.grad(token_loss(arch, l2)), (ax, 0, 0))(ref, k_CK, tgt)
-    zinit = (init_w, tuple(opt.init(init_w)))
-
-    def tok(ws, xs):  # the optimizer's own per-token step (DGD's decay is a matrix: no scan form)
-        g_t, k_t, v_t, gates_t, r_t, ok_t = xs
-        if r_t is not None:  # document start: back to the meta-learned initial state (A4)
-            ws = jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, b, a), ws, zinit)
-        new = opt.step(ws[0], ws[1], g_t, TokenContext(k_t, v_t, gates_t))
-        new = (new[0], tuple(new[1]))
-        if ok_t is not None:  # padding token: no write
-            new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok_t, a, b), new, ws)
-        return new, None
-
-    ws, _ = jax.lax.scan(tok, (w, tuple(s)), (g_C, k_CK, v_CK, gates_C, reset_C, valid_C))
-    return ws
-
-
 def _after(reset_C):
     """Tokens at or after a document start inside this chunk (they use the initial weights)."""
     return None if reset_C is None else jnp.cumsum(reset_C.astype(jnp.int32)) > 0
+
+
+def _write(spec, init_w, w, s, q_CK, k_CK, v_CK, gates_C, reset_C, valid_C, self_target):
+    """One chunk of inner updates of one memory through the engine's `chunk_update` (Eq. 88 +
+    the optimizer's rule); the target is M(W_ref; v) (Eq. 87) with `self_target`, else v."""
+    target = (lambda wr: spec.mem.arch.apply(wr, v_CK)) if self_target else None
+    return chunk_update(spec.mem, init_w, w, s, q_CK, k_CK, v_CK, gates_C, reset_C, valid_C,
+                        target)
 
 
 def _aux_chunk(spec, consts, fast, xc, reset_C, valid_C):
     """k/v/eta/alpha(/q) memories, stacked on axis M and vmapped: generate this chunk's inputs
     of M_mem at the chunk-start states (Eq. 83/86, A1), then self-update (Eq. 87-88)."""
     init_M, after = consts["init"], _after(reset_C)
-    (w_M, s_M), arch = fast, spec.arch
-    read = jax.vmap(lambda i, w, x: _read(arch, i, w, x, after), (0, 0, 1))
+    (w_M, s_M), arch = fast, spec.mem.arch
+    read = jax.vmap(lambda i, w, x: read_chunk(arch, i, w, x, after), (0, 0, 1))
     out_MCK = read(init_M, w_M, xc["x"])
     out = {n: out_MCK[m] for m, n in enumerate(spec.adaptive)}
     vecs = {n: out.get(n, xc.get(n)) for n in _VECS}  # adaptive M_n(x^n) or static x W_n
@@ -188,18 +134,16 @@ def _aux_chunk(spec, consts, fast, xc, reset_C, valid_C):
     for n, (w_K, b) in consts["read"].items():  # per-head scalar gate from M_eta / M_alpha (A7)
         logits[n] = out[n] @ w_K + b
     f = _finish(spec, vecs, logits)
-    write = lambda i, w, s: _write(spec, i, w, s, after, f["k"], f["v"], f["gates"], reset_C,
-                                   valid_C, True)
+    write = lambda i, w, s: _write(spec, i, w, s, None, f["k"], f["v"], f["gates"], reset_C,
+                                   valid_C, True)[:2]
     return jax.vmap(write)(init_M, w_M, s_M), f
 
 
 def _main_chunk(spec, consts, fast, xc, reset_C, valid_C):
     """M_mem: y_t = M_mem(W_{c-1}; q_t) (Eq. 83, A1), then the chunk's writes (Eq. 88)."""
-    after = _after(reset_C)
-    y = _read(spec.arch, consts, fast[0], xc["q"], after)
-    new = _write(spec, consts, fast[0], fast[1], after, xc["k"], xc["v"], xc["gates"], reset_C,
-                 valid_C, spec.self_target)
-    return new, y
+    w, s, y = _write(spec, consts, fast[0], fast[1], xc["q"], xc["k"], xc["v"], xc["gates"],
+                     reset_C, valid_C, spec.self_target)
+    return (w, s), y
 
 
 def _run(spec, chunk_fn, consts, fast, xs, chunk):
@@ -213,7 +157,8 @@ def _run(spec, chunk_fn, consts, fast, xs, chunk):
 
         return jax.vmap(jax.vmap(f, (0, 0, 0)), (None, 0, 0))(consts, fast_, xc)
 
-    return chunked_scan(body, fast, xs, chunk_size=chunk, axis=2, remat_every=spec.remat_every)
+    return chunked_scan(body, fast, xs, chunk_size=chunk, axis=2,
+                        remat_every=spec.mem.remat_every)
 
 
 def self_modifying_scan(spec: SelfModSpec, consts: dict, xs: dict, fast: dict, *,
@@ -250,19 +195,13 @@ def self_modifying_scan(spec: SelfModSpec, consts: dict, xs: dict, fast: dict, *
     else:
         f = _finish(spec, {n: xs[n] for n in _VECS}, xs["logits"])
     fast["mem"], y = _run(spec, _main_chunk, consts["init"]["mem"], fast["mem"], {**f, **extra},
-                          spec.chunk_size)
+                          spec.mem.chunk_size)
     return y, fast
 
 
-def _fresh_state(spec, init, convs, b, wc, width, sdt, seg_BT):
-    """State before any token: initial weights per sequence, empty momenta and conv tails."""
-    first = jnp.zeros((b,), jnp.int32) if seg_BT is None else seg_BT[:, 0].astype(jnp.int32)
-    fast = {}
-    for n, p in init.items():
-        p = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (b,) + w.shape), p)
-        fast[n] = (p, tuple(jax.vmap(jax.vmap(spec.optimizer.init))(p)))
-    return {"fast": fast, "conv": {n: jnp.zeros((b, wc, width), sdt) for n in convs},
-            "conv_seg": jnp.broadcast_to(first[:, None], (b, wc)), "prev_seg": first}
+def _conv_names(spec: SelfModSpec) -> list[str]:
+    """The causal convs of the layer: q, k, v and the adaptive gates' inputs."""
+    return list(_VECS) + [f"{n}_in" for n in ("lr", "retain") if n in spec.adaptive]
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,10 +227,13 @@ class SelfModifyingTitans(nn.Module):
       cfg: model config (reads hope, memory.remat_every / closed_form, d_model, num_heads,
         head_dim, dtypes).
       out_std: init std of the output projection (default cfg.init_std).
+      inner_reference: run the slow token-by-token reference of the inner loop
+        (`self_modifying_reference`, tests) instead of the chunk-parallel scan.
     """
 
     cfg: ModelConfig
     out_std: float | None = None
+    inner_reference: bool = False
 
     def _mem_init(self, prefix, arch, h):
         def init(key, shape, dtype, i):
@@ -302,9 +244,17 @@ class SelfModifyingTitans(nn.Module):
             ("heads", "kv", None) if i == 0 else ("heads", None, "kv")),
             (h,) + s, dtype_of(self.cfg.param_dtype)) for i, s in enumerate(arch.shapes()))
 
-    def _gate_param(self, name, shape, axes, value):
-        return self.param(name, nn.with_logical_partitioning(nn.initializers.constant(value), axes),
-                          shape, dtype_of(self.cfg.param_dtype))
+    def init_state(self, batch: int) -> dict:
+        """A fresh state for `batch` rows, without params (pure: `frame.zero_state`)."""
+        cfg = self.cfg
+        spec = layer_spec(cfg)
+        shapes = {"mem": tuple((cfg.num_heads,) + s for s in spec.mem.arch.shapes())}
+        if spec.adaptive:
+            m = len(spec.adaptive)
+            shapes["aux"] = tuple((cfg.num_heads, m) + s for s in spec.mem.arch.shapes())
+        sdt = jnp.promote_types(dtype_of(cfg.dtype), jnp.float32)
+        return frame.zero_state(shapes, spec.mem.optimizer.init, batch, _conv_names(spec),
+                          cfg.hope.conv_width, cfg.num_heads * cfg.head_dim, sdt)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, state=None):
@@ -316,26 +266,23 @@ class SelfModifyingTitans(nn.Module):
         sdt = jnp.promote_types(cdt, jnp.float32)  # fast state, gates, norms (SPEC §7.1)
         kw = dict(dtype=cdt, param_dtype=dtype_of(cfg.param_dtype))
         spec = layer_spec(cfg)
-        wc = hc.conv_width - 1
         cast = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(sdt), tree)
-        init = {"mem": cast(self._mem_init("", spec.arch, h))}
+        init = {"mem": cast(self._mem_init("", spec.mem.arch, h))}
         if spec.adaptive:  # stacked on axis M after H, in the order of spec.adaptive
-            per = [cast(self._mem_init(f"{n}_", spec.arch, h)) for n in spec.adaptive]
+            per = [cast(self._mem_init(f"{n}_", spec.mem.arch, h)) for n in spec.adaptive]
             init["aux"] = jax.tree_util.tree_map(lambda *w: jnp.stack(w, 1), *per)
-        convs = [n for n in _VECS] + [f"{n}_in" for n in ("lr", "retain") if n in spec.adaptive]
+        convs = _conv_names(spec)
         if state is None:
-            state = _fresh_state(spec, init, convs, b, wc, h * kd, sdt, seg)
-        seg_c = None if seg is None else jnp.concatenate(
-            [state["conv_seg"].astype(seg.dtype), seg], 1)
+            state = frame.fresh_state(init, spec.mem.optimizer.init, b, convs, hc.conv_width,
+                                      h * kd, sdt, seg)
+        state = frame.begin(state, init, spec.mem.optimizer.init, sdt)
+        seg_c = frame.conv_segments(state, seg)
         new_conv = {}
 
         def proj_conv(name):  # silu(conv(x W)) per head (Titans §4.4, A16); conv tail carried
-            y = DenseGeneral((h * kd,), ("embed",), ("heads",), cfg.init_std, name=name, **kw)(
-                x_BTD)
-            y = jnp.concatenate([state["conv"][name].astype(y.dtype), y], 1)
-            new_conv[name] = y[:, y.shape[1] - wc:].astype(sdt)
-            y = ShortConv(hc.conv_width, "heads", name=f"{name}_conv", **kw)(y, seg_c)[:, wc:]
-            return nn.silu(y).reshape(b, t, h, kd)
+            y, new_conv[name] = frame.proj_conv(x_BTD, name, h, kd, hc.conv_width,
+                                                state["conv"][name], seg_c, cfg.init_std, kw)
+            return y
 
         to_bh = lambda z: jnp.moveaxis(z, 1, 2).astype(sdt)  # [B, T, H, ...] -> [B, H, T, ...]
         xs = {"x": {}, "logits": {}}
@@ -348,43 +295,36 @@ class SelfModifyingTitans(nn.Module):
         read = {}
         for n in spec.gates:
             init_v = hc.lr_init if n == "lr" else _GATE_INIT[n]
-            bias = self._gate_param(f"{n}_bias", (h,), ("heads",), gate_bias(n, init_v, hc.lr_max))
+            bias_v = gate_bias(n, init_v, hc.lr_max)
             if n in spec.adaptive:  # logit = w . M_n(x^n) + b per head (A7)
+                bias = frame.gate_bias_param(self, n, h, bias_v, kw["param_dtype"])
                 xs["x"][n] = to_bh(proj_conv(f"{n}_in"))
                 w = self.param(f"{n}_read", nn.with_logical_partitioning(
                     nn.initializers.normal(cfg.init_std), ("heads", "kv")), (h, kd), kw[
                     "param_dtype"])
                 read[n] = (w.astype(sdt), bias.astype(sdt))
             else:  # static gate x W + b (Titans), fp32 or wider
-                lg = DenseGeneral((h,), ("embed",), ("heads",), cfg.init_std, name=f"{n}_gate",
-                                  dtype=sdt, param_dtype=kw["param_dtype"])(x_BTD)
-                xs["logits"][n] = jnp.moveaxis(lg + bias.astype(sdt)[None, None, :], 1, 2)
+                lg = frame.static_gate(self, x_BTD, n, h, bias_v, kw["param_dtype"], sdt,
+                                 kw["param_dtype"], cfg.init_std)
+                xs["logits"][n] = jnp.moveaxis(lg, 1, 2)
 
-        lcm = math.lcm(spec.chunk_size, spec.other_chunk_size)
-        pad = (-t) % lcm  # padded tail tokens read but never write (valid = False)
-        padt = lambda z: jnp.pad(z, ((0, 0), (0, 0), (0, pad)) + ((0, 0),) * (z.ndim - 3))
-        xs = jax.tree_util.tree_map(padt, xs)
+        # padded tail tokens read but never write (valid = False)
+        lcm = math.lcm(spec.mem.chunk_size, spec.other_chunk_size)
+        xs, valid = frame.pad_to_chunk(xs, lcm, 2, t)
         reset = None
         if seg is not None and not hc.persist_state:  # A4/A17: fresh memories per document
-            prev = jnp.concatenate([state["prev_seg"][:, None].astype(seg.dtype), seg[:, :-1]], 1)
-            reset = jnp.pad(seg != prev, ((0, 0), (0, pad)))
+            last = jnp.where(state["prev_seg"] < 0, seg[:, 0], state["prev_seg"])  # fresh: begin
+            prev = jnp.concatenate([last[:, None].astype(seg.dtype), seg[:, :-1]], 1)
+            reset, _ = frame.pad_to_chunk(seg != prev, lcm, 1, t)
         if spec.adaptive:
             xs["x"] = jnp.stack([xs["x"][n] for n in spec.adaptive], 3)  # [B, H, T, M, K]
         else:
             del xs["x"]
-        y, fast = self_modifying_scan(spec, {"init": init, "read": read}, xs,
-                                      cast(state["fast"]), reset_BT=reset,
-                                      valid_T=(jnp.arange(t + pad) < t) if pad else None)
+        scan = self_modifying_scan
+        if self.inner_reference:
+            from hope_jax.memory.self_modifying_reference import reference_scan as scan
+        y, fast = scan(spec, {"init": init, "read": read}, xs, cast(state["fast"]),
+                       reset_BT=reset, valid_T=valid)
         y = jnp.moveaxis(y, 2, 1)[:, :t]  # [B, T, H, K]
-        y = RMSNorm(axis_name="kv", param_dtype=kw["param_dtype"], name="out_norm")(y)
-        gate = DenseGeneral((h, kd), ("embed",), ("heads", "kv"), cfg.init_std, name="out_gate",
-                            **kw)(x_BTD)
-        y = (y * jax.nn.sigmoid(gate.astype(sdt))).astype(cdt)  # output gate (Titans §4.4)
-        y = DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or cfg.init_std,
-                         name="out", **kw)(y)
-        new_state = {"fast": fast, "conv": new_conv, "conv_seg": state["conv_seg"],
-                     "prev_seg": state["prev_seg"]}
-        if seg is not None:
-            new_state["conv_seg"] = seg_c[:, seg_c.shape[1] - wc:].astype(jnp.int32)
-            new_state["prev_seg"] = seg[:, -1].astype(jnp.int32)
-        return y, new_state
+        y = frame.output(x_BTD, y, d, cfg.init_std, self.out_std or cfg.init_std, sdt, kw)
+        return y, frame.end_state(state, fast, new_conv, seg, seg_c, hc.conv_width)

@@ -1,8 +1,9 @@
 """Slow, obviously-correct token-by-token twin of `self_modifying_scan` (tests only).
 
-Written straight from SPEC Eqs. 83-89 (+ A1, A6, A7, A9, A15), independently of the chunked code:
-one `lax.scan` step per token and per (sequence, head), gradients by autodiff of the inner loss
-written out here, the update rule written out here.
+Written straight from SPEC Eqs. 83-89 (+ A1, A7, A15), independently of the chunked code: one
+`lax.scan` step per token and per (sequence, head), gradients by autodiff of the spec's inner
+objective, the update by the spec's optimizer's own per-token `step` (so this is the reference of
+ANY rule; the DGD/GD formulas themselves are golden-tested in tests/test_memory_rules.py).
 
   at t mod C_other == 0: R_m <- W_m for m in the k/v/eta/alpha(/q) memories   (A1)
   at t mod C == 0:       R_mem <- W_mem
@@ -12,10 +13,8 @@ written out here, the update rule written out here.
   beta = sig(static logit)                                                      (A7, A6)
   y = M(R_mem; q)                                                                (Eq. 83)
   for every memory m: v^ = M(R_m; v) (M_mem: v if not self_target)               (Eq. 87, A15)
-      g = d/dW 1/2 ||M(W; k) - v^||^2 at W = R_m                                 (A11)
-      S <- beta S - eta g (or S = -eta g without momentum)                       (A6)
-      W_0 <- alpha W_0 - eta k (k^T W_0) + S_0  (DGD; plain GD drops the k term),
-      W_1 <- alpha W_1 + S_1                                                     (Eq. 88, A9)
+      g = d/dW objective(M(W; k), v^) at W = R_m                                 (A11)
+      (W_m, S_m) <- optimizer.step(W_m, S_m, g, (k, v^, gates))                  (Eq. 88, A6, A9)
 With both chunk sizes 1, R is the previous token's state: the exact per-token recurrence.
 
 Shape legend: B batch, H heads, T time, K head dim.
@@ -26,6 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hope_jax.memory.optimizers import TokenContext
 from hope_jax.memory.self_modifying import SelfModSpec
 
 
@@ -56,17 +56,16 @@ def _split(spec, tree):
 
 def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
     init, read = _split(spec, consts["init"]), consts["read"]
-    mlp = lambda w, x: _mlp(w, x, spec.arch.out_norm)
+    mlp = lambda w, x: _mlp(w, x, spec.mem.arch.out_norm)
     names = spec.adaptive + ("mem",)
-    use_dgd = spec.optimizer.name.startswith("dgd")
+    opt, objective = spec.mem.optimizer, spec.mem.objective
     momentum = "momentum" in spec.gates
-    zero_s = {n: tuple(jax.tree_util.tree_map(jnp.zeros_like, (init[n],)))
-              if momentum else () for n in names}
+    zero_s = {n: tuple(opt.init(init[n])) for n in names}
 
     def step(carry, inp):
         w, s, ref = carry
         i, x_t, r_t, ok_t = inp
-        period = lambda n: spec.chunk_size if n == "mem" else spec.other_chunk_size
+        period = lambda n: spec.mem.chunk_size if n == "mem" else spec.other_chunk_size
         ref = {n: jax.tree_util.tree_map(lambda a, b, n=n: jnp.where(i % period(n) == 0, a, b),
                                          w[n], ref[n]) for n in names}
         pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, a, b), new, old)
@@ -78,24 +77,18 @@ def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
         logit = dict(x_t["logits"])
         for n, (r_w, r_b) in read.items():
             logit[n] = jnp.sum(r_w * out[n]) + r_b
-        lr = spec.lr_max * _sig(logit["lr"])
-        beta = _sig(logit["momentum"]) if momentum else 0.0
-        alpha = _sig(-logit["retain"]) if "retain" in logit else 1.0
+        gates = {"lr": spec.lr_max * _sig(logit["lr"])}
+        if momentum:
+            gates["momentum"] = _sig(logit["momentum"])
+        if "retain" in spec.gates:
+            gates["retain"] = _sig(-logit["retain"])
         y = mlp(ref["mem"], q)
         new_w, new_s = {}, {}
         for n in names:
             tgt = mlp(ref[n], v) if (n != "mem" or spec.self_target) else v
-            g = jax.grad(lambda wn, tgt=tgt: 0.5 * jnp.sum((mlp(wn, k) - tgt) ** 2))(ref[n])
-            upd = tuple(-lr * gi for gi in g)
-            if momentum:
-                upd = tuple(beta * si + ui for si, ui in zip(s[n][0], upd))
-                new_s[n] = (upd,)
-            else:
-                new_s[n] = ()
-            wn = [alpha * wi + ui for wi, ui in zip(w[n], upd)]
-            if use_dgd:  # (alpha I - eta k k^T) W_0 on the key side (A9)
-                wn[0] = wn[0] - lr * jnp.outer(k, k @ w[n][0])
-            new_w[n] = tuple(wn)
+            g = jax.grad(lambda wn, tgt=tgt: objective(mlp(wn, k), tgt))(ref[n])
+            new_w[n], new_s[n] = opt.step(w[n], s[n], g, TokenContext(k, tgt, gates))
+            new_s[n] = tuple(new_s[n])
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok_t, a, b), new,
                                                        old)
         carry = keep((new_w, new_s, ref), (w0, s0, ref0))

@@ -27,9 +27,10 @@ with u = -dL/dy. Sherman-Morrison gives, for any key x (row convention),
 
 which is Eq. 57 (eta' = eta / (1 + eta)) for ||x|| = 1. DGD needs the layer input x, so it is an
 inner-loop rule (the key is a per-step hyperparameter); the outer optimizer, which sees only
-gradients, uses delta momentum instead. With retention alpha the proximal centre is alpha W_t,
-giving alpha (I - eta' x x^T) W_t - eta' x^T dL/dy (the exact argmin; SPEC Eq. 88 / A9 print
-W (alpha I - eta k k^T), which differs by (1 - alpha) eta' and coincides for alpha = 1).
+gradients, uses delta momentum instead. Retention follows SPEC A9 (Eq. 88's form):
+(alpha I - eta' x x^T) W_t - eta' x^T dL/dy, the proximal step plus weight decay (1 - alpha) W_t.
+`dgd_rule` and the inner `memory.optimizers.dgd` are one definition (`dgd_input_step`,
+`dgd_coefficient`); Eq. 88's printed coefficient eta is the "printed" switch.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hope_jax.memory.optimizers import dgd_coefficient, dgd_input_step
 from hope_jax.optim.matrices import map_with_dims, matrix_map, resolve_dims
 from hope_jax.optim.momentum import PrecondState, make_preconditioner
 from hope_jax.optim.rule import Rule, as_transformation
@@ -118,14 +120,19 @@ def delta_momentum(learning_rate, momentum=0.9, delta=0.5, dampening=0.0, b2=0.9
                              momentum=momentum, delta=delta, dampening=dampening, b2=b2, eps=eps)
 
 
-def dgd_rule() -> Rule:
-    """Delta Gradient Descent (SPEC Eqs. 56-57) for a linear fast weight W [in, out].
+def dgd_rule(coef: str = "normalized") -> Rule:
+    """Delta Gradient Descent (SPEC Eqs. 56-57, A9) for a linear weight W [in, out]: the SAME
+    definition as the inner optimizer `hope_jax.memory.optimizers.dgd` (one rule, two levels).
 
+    W_{t+1} = (alpha I - eta' x x^T) W_t - eta' dL/dW with eta' = `dgd_coefficient(eta, x, coef)`
+    (default eta / (1 + eta ||x||^2), Sherman-Morrison; "printed": Eq. 88's eta). For alpha = 1
+    this is the exact proximal step of the module docstring for any x.
     `update(grads, state, hp, params)` needs the current weights and, in `hp["key"]`, the layer
     input x [in] of this step (for an MLP memory apply it to the input-side layer, SPEC A9).
     Hyperparameters: `lr` (eta), `retain` (alpha, default 1), `key`.
-    Returns W_{t+1} - W_t, so params + update is the exact proximal solution.
+    Returns W_{t+1} - W_t.
     """
+    dgd_coefficient(1.0, jnp.ones(1), coef)  # validate the name now
 
     def init(params):
         del params
@@ -134,14 +141,9 @@ def dgd_rule() -> Rule:
     def update(grads, state, hp, params=None):
         if params is None:
             raise ValueError("dgd_rule needs params (the current fast weights)")
-        x, lr, alpha = hp["key"], hp["lr"], hp["retain"]
-        eta = lr / (1.0 + lr * jnp.sum(x * x))
-
-        def leaf(g, w):
-            prior = alpha * w  # proximal centre alpha W_t (retention)
-            new = prior - eta * jnp.outer(x, x @ prior) - eta * g
-            return new - w
-
+        x, alpha = hp["key"], hp["retain"]
+        eta = dgd_coefficient(hp["lr"], x, coef)
+        leaf = lambda g, w: dgd_input_step(w, x, eta, alpha) - eta * g - w
         return jax.tree.map(leaf, grads, params), state
 
     return Rule("dgd", init, update, {"retain": 1.0})

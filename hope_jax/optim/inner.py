@@ -11,9 +11,10 @@ Per token:   hp = {**hparams, **ctx.gates, "key": ctx.k}
              u, s = rule.step(grads, s, hp, params)
              W <- retain * W + u      (Titans forget gate, SPEC §4.6; retain = 1 if absent)
 
-Rules that read `retain` themselves (DGD, whose retention sits inside the proximal step) get
-W <- W + u. The engine's general (per-token scan) path runs these rules; none declares a closed-form
-`transition`.
+Rules that read `retain` themselves (DGD, whose retention sits inside its step) get W <- W + u.
+The engine's general (per-token scan) path runs these rules (no `chunk`, no `transition`). The
+wrapped optimizer reads the gates named in `gates` (default: lr only); register it by name with
+`hope_jax.memory.optimizers.register_inner_optimizer` to use it from a config.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ __all__ = ["as_inner_optimizer"]
 
 
 def as_inner_optimizer(rule: Rule, hparams: Mapping[str, float] | None = None,
-                       name: str | None = None) -> InnerOptimizer:
+                       name: str | None = None,
+                       gates: tuple[str, ...] = ("lr",)) -> InnerOptimizer:
     """Wraps `rule` for `hope_jax.memory` (the `InnerOptimizer` hook).
 
     Args:
       rule: any rule of `hope_jax.optim` (momentum, delta momentum, DMGD, Muon, M3, DGD, ...).
       hparams: fixed hyperparameters; the token's gates override them per step.
       name: optimizer name (default `inner:<rule.name>`).
+      gates: the gates the layers must produce for it (among lr, momentum, retain).
 
     Returns:
       An `InnerOptimizer` whose state is the 1-tuple `(rule_state,)`.
@@ -53,4 +56,4 @@ def as_inner_optimizer(rule: Rule, hparams: Mapping[str, float] | None = None,
         new = jax.tree.map(lambda w, u: keep * w + u, params, updates)
         return new, (state,)
 
-    return InnerOptimizer(name or f"inner:{rule.name}", init, step, None)
+    return InnerOptimizer(name or f"inner:{rule.name}", init, step, None, None, gates)
