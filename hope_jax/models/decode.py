@@ -61,13 +61,21 @@ def _call_block(blk, cfg: ModelConfig, x, pos, seg, state, max_len: int):
     return blk(x, pos, seg, carry)
 
 
+def _make_block(cfg: ModelConfig, max_len: int, name: str) -> nn.Module:
+    # HOPE blocks size Hope-Attention's KV cache from max_len: without it every committed chunk
+    # attended only to itself (the decode drifted from the parallel forward after one chunk).
+    if cfg.name == "transformer":
+        return MODELS[cfg.name](cfg, name=name)
+    return MODELS[cfg.name](cfg, max_len=max_len, name=name)
+
+
 class _Cell(nn.Module):
     cfg: ModelConfig
     max_len: int
 
     @nn.compact
     def __call__(self, x, pos, seg, state):
-        blk = MODELS[self.cfg.name](self.cfg, name="block")
+        blk = _make_block(self.cfg, self.max_len, "block")
         return _call_block(blk, self.cfg, x, pos, seg, state, self.max_len)
 
 
@@ -94,7 +102,7 @@ class DecodeLM(nn.Module):
             new = []
             for i in range(cfg.num_layers):
                 st = None if states is None else jax.tree_util.tree_map(lambda a, i=i: a[i], states)
-                blk = MODELS[cfg.name](cfg, name=f"block_{i}")
+                blk = _make_block(cfg, self.max_len, f"block_{i}")
                 x, st = _call_block(blk, cfg, x, positions_BT, segment_ids_BT, st, self.max_len)
                 new.append(st)
             states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *new)
