@@ -1,6 +1,7 @@
 """Recurrent (token-by-token) decoding that carries KV caches and fast-memory state.
 
-The parallel forward (`LM`) recomputes everything; decoding instead keeps per-layer state:
+A driver around the one LM body (`models/lm.py`): the parallel forward recomputes everything;
+decoding calls the same `LM` with its per-layer carry (`registry.init_carry`):
   * attention (Transformer++, Hope-Attention): a KV cache (`nn.attention.init_cache`);
   * HOPE's self-modifying Titans mixer: its fast weights, optimizer state and conv tails.
 
@@ -12,9 +13,8 @@ partial chunk sit in a buffer and each step reruns that one chunk (padded to C; 
 after the real tokens, and every mixer is causal, so the real tokens' outputs are exact) from
 the committed state. Per-token cost is one C-token forward; C = 1 for pure attention.
 
-Models whose parallel forward cannot be replayed this way (Titans blocks: their NeuralMemory
-has no state carry yet; HOPE with `ntp`/`local` in-context CMS updates) report
-`decode_chunk(cfg) == 0` and callers fall back to the exact recompute path (`eval/sample.py`).
+C comes from the model registry (`ModelSpec.decode_chunk`); models that cannot be replayed this
+way report 0 and callers fall back to the exact recompute path (`eval/sample.py`).
 
 Shape legend: B batch, T time, C chunk, D width, V vocabulary, L layers.
 """
@@ -23,95 +23,18 @@ from __future__ import annotations
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hope_jax.config import ModelConfig
-from hope_jax.models.lm import MODELS
-from hope_jax.models.transformer import norm
-from hope_jax.nn.attention import init_cache
-from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
+from hope_jax.models.lm import LM
+from hope_jax.models.registry import init_carry, model_spec
 
 
 def decode_chunk(cfg: ModelConfig) -> int:
     """Tokens per committed decode step (C), or 0 when the model cannot decode recurrently."""
-    if cfg.name == "transformer":
-        return 1
-    if cfg.name not in ("hope", "hope_attention"):
-        return 0
-    hc = cfg.hope
-    if hc.cms_signal != "outer" and any(hc.cms_periods):  # in-context CMS learning: no replay
-        return 0
-    if cfg.name == "hope_attention":
-        return 1
-    return math.lcm(hc.chunk_size, hc.other_chunk_size or hc.chunk_size)
-
-
-def _call_block(blk, cfg: ModelConfig, x, pos, seg, state, max_len: int):
-    if cfg.name == "transformer":
-        if state is None:
-            state = init_cache(x.shape[0], max_len, cfg.kv_heads, cfg.head_dim,
-                               jnp.promote_types(dtype_of(cfg.dtype), jnp.float32))
-        return blk(x, pos, seg, cache=state)
-    n = len(cfg.hope.cms_periods)
-    carry = {"mixer": state, "deltas": (None,) * n, "keeps": (None,) * n, "zs": (None,) * n,
-             "max_len": max_len}
-    return blk(x, pos, seg, carry)
-
-
-def _make_block(cfg: ModelConfig, max_len: int, name: str) -> nn.Module:
-    # HOPE blocks size Hope-Attention's KV cache from max_len: without it every committed chunk
-    # attended only to itself (the decode drifted from the parallel forward after one chunk).
-    if cfg.name == "transformer":
-        return MODELS[cfg.name](cfg, name=name)
-    return MODELS[cfg.name](cfg, max_len=max_len, name=name)
-
-
-class _Cell(nn.Module):
-    cfg: ModelConfig
-    max_len: int
-
-    @nn.compact
-    def __call__(self, x, pos, seg, state):
-        blk = _make_block(self.cfg, self.max_len, "block")
-        return _call_block(blk, self.cfg, x, pos, seg, state, self.max_len)
-
-
-class DecodeLM(nn.Module):
-    """The `LM` (same parameter tree) run on a slice of tokens with carried per-layer state."""
-
-    cfg: ModelConfig
-    max_len: int
-
-    @nn.compact
-    def __call__(self, tokens_BT, positions_BT, segment_ids_BT, states):
-        """Returns (logits [B, T, V], new per-layer states stacked on a leading [L] axis)."""
-        cfg = self.cfg
-        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-        embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dt, pdt, name="embed")
-        x = embed(tokens_BT)
-        if cfg.scan_layers:
-            stack = nn.scan(_Cell, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            x, states = stack(cfg, self.max_len, name="blocks")(x, positions_BT, segment_ids_BT,
-                                                                states)
-        else:
-            new = []
-            for i in range(cfg.num_layers):
-                st = None if states is None else jax.tree_util.tree_map(lambda a, i=i: a[i], states)
-                blk = _make_block(cfg, self.max_len, f"block_{i}")
-                x, st = _call_block(blk, cfg, x, positions_BT, segment_ids_BT, st, self.max_len)
-                new.append(st)
-            states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *new)
-        x = norm(cfg, "final_norm")(x)
-        if cfg.tie_embeddings:
-            return embed.attend(x), states
-        head = DenseGeneral((cfg.vocab_size,), ("embed",), ("vocab",), cfg.init_std, dt, pdt,
-                            name="head")
-        return head(x), states
+    return model_spec(cfg).decode_chunk(cfg)
 
 
 class Decoder:
@@ -130,7 +53,7 @@ class Decoder:
             raise ValueError(f"model {cfg.name!r} with this config cannot decode recurrently")
         self.cfg, self.params = cfg, params
         self.max_len = max_len + self.chunk  # room for the padded partial chunk
-        model = DecodeLM(cfg, self.max_len)
+        model = LM(cfg)
 
         @jax.jit
         def run(params, states, tokens_BT, start):
@@ -144,7 +67,8 @@ class Decoder:
 
     def init(self, batch: int = 1) -> dict:
         """A fresh decode state: nothing committed, an empty partial-chunk buffer."""
-        return {"states": None, "len": 0, "buf": np.zeros((batch, self.chunk), np.int32), "n": 0}
+        return {"states": init_carry(self.cfg, batch, self.max_len), "len": 0,
+                "buf": np.zeros((batch, self.chunk), np.int32), "n": 0}
 
     def _commit(self, st, tokens_BT):
         logits, states = self._run(self.params, st["states"], jnp.asarray(tokens_BT),

@@ -15,6 +15,8 @@ them (the structure of TTT-E2E). For segment c:
 
 The outer gradient flows through these inner steps (second order) unless `cms_first_order`.
 Logits are returned for every token, so the outer training loss is the usual one.
+The segment is run by the one LM body (`models/lm.py` `LM` with a carry, named "ntp" in the
+parameter tree); this module is only the driver around it.
 
 Shape legend: B batch, T time, S segment, N segments, D width, V vocabulary, L layers.
 """
@@ -28,8 +30,8 @@ import optax
 
 from hope_jax.config import ModelConfig
 from hope_jax.memory import cms
-from hope_jax.models.transformer import norm
-from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
+from hope_jax.models.registry import init_carry
+from hope_jax.nn.layers import dtype_of
 
 
 def ntp_segment(cfg: ModelConfig, t: int) -> int:
@@ -41,66 +43,20 @@ def ntp_segment(cfg: ModelConfig, t: int) -> int:
     return live[0] if live else 0
 
 
-class _Cell(nn.Module):
-    block_cls: type[nn.Module]
-    cfg: ModelConfig
-    max_len: int
-
-    @nn.compact
-    def __call__(self, x, positions, segment_ids, state, deltas, keeps, zs):
-        carry = {"mixer": state, "deltas": deltas, "keeps": keeps, "zs": zs}
-        block = self.block_cls(self.cfg, max_len=self.max_len, name="block")
-        return block(x, positions, segment_ids, carry)
-
-
-class SegmentBody(nn.Module):
-    """embed -> blocks in segment mode -> norm -> logits, for one segment."""
-
-    cfg: ModelConfig
-    block_cls: type[nn.Module]
-    max_len: int
-
-    @nn.compact
-    def __call__(self, tokens_BS, positions_BS, segment_ids_BS, states, deltas, keeps, zs):
-        cfg = self.cfg
-        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-        embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dt, pdt, name="embed")
-        x = embed(tokens_BS)
-        if cfg.scan_layers:
-            cell = nn.scan(_Cell, variable_axes={"params": 0}, split_rngs={"params": True},
-                           in_axes=(nn.broadcast, nn.broadcast, 0, 0, nn.broadcast, 0),
-                           length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, states = cell(self.block_cls, cfg, self.max_len, name="blocks")(
-                x, positions_BS, segment_ids_BS, states, deltas, keeps, zs)
-        else:
-            new = []
-            for i in range(cfg.num_layers):
-                st = None if states is None else jax.tree_util.tree_map(lambda a, i=i: a[i], states)
-                dl, z = jax.tree_util.tree_map(lambda a, i=i: a[i], (deltas, zs))
-                x, st = _Cell(self.block_cls, cfg, self.max_len, name=f"block_{i}")(
-                    x, positions_BS, segment_ids_BS, st, dl, keeps, z)
-                new.append(st)
-            states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *new)
-        x = norm(cfg, "final_norm")(x)
-        if cfg.tie_embeddings:
-            return embed.attend(x), states
-        head = DenseGeneral((cfg.vocab_size,), ("embed",), ("vocab",), cfg.init_std, dt, pdt,
-                            name="head")
-        return head(x), states
-
-
 def _level_w0(mdl: nn.Module, cfg: ModelConfig, i: int) -> dict:
     """W0 of CMS level i for every layer, stacked [L, ...] (for the nested re-init, Eq. 72)."""
     params = nn.unbox(mdl.variables["params"])
     if cfg.scan_layers:
         p = params["blocks"]["block"][f"cms_{i}"]
         return {k: p[k] for k in cms.LEVEL_KEYS}
-    ps = [params[f"block_{j}"]["block"][f"cms_{i}"] for j in range(cfg.num_layers)]
+    ps = [params[f"block_{j}"][f"cms_{i}"] for j in range(cfg.num_layers)]
     return {k: jnp.stack([p[k] for p in ps]) for k in cms.LEVEL_KEYS}
 
 
-def ntp_forward(cfg: ModelConfig, block_cls, tokens_BT, positions_BT, segment_ids_BT):
-    """Logits [B, T, V] of the LM run segment by segment with `ntp` CMS updates (module doc)."""
+def ntp_forward(body: nn.Module, cfg: ModelConfig, tokens_BT, positions_BT, segment_ids_BT):
+    """Logits [B, T, V] of the LM run segment by segment with `ntp` CMS updates (module doc).
+
+    `body` is the LM body (`LM(cfg, name="ntp")`), called on one segment with a carry."""
     hc = cfg.hope
     b, t = tokens_BT.shape
     s = ntp_segment(cfg, t)
@@ -125,10 +81,15 @@ def ntp_forward(cfg: ModelConfig, block_cls, tokens_BT, positions_BT, segment_id
     zeros = {k: jnp.zeros((cfg.num_layers, b) + sh, fdt) for k, sh in shapes.items()}
     deltas0 = tuple(zeros if d else None for d in dyn)
     resets0 = tuple(jnp.zeros((b,), bool) if d else None for d in dyn)
-    body = SegmentBody(cfg, block_cls, t, name="ntp")
+    mixer0 = init_carry(cfg, b, t)["mixer"]  # KV cache of the whole sequence / fresh fast state
+    num_layers = cfg.num_layers
 
     def seg_loss(mdl, deltas, zs, states, xs, keeps):
-        logits, new_states = mdl(xs["tok"], xs["pos"], xs["seg"], states, deltas, keeps, zs)
+        keeps_L = jax.tree_util.tree_map(lambda k: jnp.broadcast_to(k, (num_layers,) + k.shape),
+                                         keeps)
+        layer_carry = {"mixer": states, "deltas": deltas, "keeps": keeps_L, "zs": zs}
+        logits, new = mdl(xs["tok"], xs["pos"], xs["seg"], layer_carry)
+        new_states = new["mixer"]
         nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
                                                               xs["nxt"])
         return jnp.sum(nll * xs["ok"]), (logits, new_states)
@@ -164,7 +125,7 @@ def ntp_forward(cfg: ModelConfig, block_cls, tokens_BT, positions_BT, segment_id
         return (states, tuple(new_d), tuple(new_a), tuple(new_z), tuple(new_r), c + 1), logits
 
     first = jax.tree_util.tree_map(lambda a: a[0], seg_xs)
-    carry, logits0 = step(body, (None, deltas0, deltas0, deltas0, resets0,
+    carry, logits0 = step(body, (mixer0, deltas0, deltas0, deltas0, resets0,
                                  jnp.zeros((), jnp.int32)), first)
     if n == 1:
         return logits0
