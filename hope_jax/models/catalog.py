@@ -9,7 +9,7 @@ import math
 
 from hope_jax.config import ModelConfig
 from hope_jax.memory import cms
-from hope_jax.models.baselines import BASELINE_MODELS
+from hope_jax.models.baselines import BASELINE_MODELS, TTTMixer
 from hope_jax.models.hope import HopeAttentionBlock, HopeBlock
 from hope_jax.models.registry import register_model
 from hope_jax.models.samba import SambaBlock
@@ -19,6 +19,11 @@ from hope_jax.models.transformer import TransformerBlock
 
 def _one(cfg: ModelConfig) -> int:
     return 1
+
+
+def _ttt_chunk(cfg: ModelConfig) -> int:
+    """TTT's mini-batch is the model: commit whole mini-batches."""
+    return cfg.memory.chunk_size
 
 
 def _hope_chunk(cfg: ModelConfig, mixer_chunk: int) -> int:
@@ -58,5 +63,5 @@ register_model("hope", HopeBlock, decode_chunk=_hope_decode, **_HOPE)
 register_model("hope_attention", HopeAttentionBlock, decode_chunk=_hope_attention_decode,
                full_attention=True, **_HOPE)
 for _name, _block in BASELINE_MODELS.items():  # the paper's baselines (SPEC §5, §6)
-    register_model(_name, _block)
+    register_model(_name, _block, decode_chunk=_ttt_chunk if _block.mixer is TTTMixer else _one)
 register_model("samba", SambaBlock, layers_per_block=2)
