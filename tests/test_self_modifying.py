@@ -77,29 +77,14 @@ def _params(cfg, seed=1):
     return jax.tree_util.tree_map_with_path(fill, nn.unbox(shapes))
 
 
-class _RMSNorm64(nn.Module):
-    """`layers.RMSNorm` without its fp32 cast, so that float64 comparisons stay exact."""
-
-    eps: float = 1e-6
-    axis_name: str = "embed"
-    param_dtype: jnp.dtype = jnp.float64
-
-    @nn.compact
-    def __call__(self, x):
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-        scale = scale.reshape((1,) * (x.ndim - 1) + (-1,))
-        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + self.eps) * scale
-
-
-def _apply(cfg, reference=False, f64_norm=True):
+def _apply(cfg, reference=False):
     """The layer's apply; `reference` swaps the chunked inner loop for the token-by-token one
     (both looked up when the layer is traced)."""
     m = sm.SelfModifyingTitans(cfg)
 
     def f(p, x, seg, state):
         with mock.patch.object(sm, "self_modifying_scan",
-                               reference_scan if reference else _CHUNKED), \
-                mock.patch.object(sm, "RMSNorm", _RMSNorm64 if f64_norm else sm.RMSNorm):
+                               reference_scan if reference else _CHUNKED):
             return m.apply(p, x, POS[:, : x.shape[1]], seg, state)
 
     return f
@@ -114,13 +99,13 @@ def _jit(f):
 
 
 @functools.cache
-def _fn(cfg, reference=False, f64_norm=True):
+def _fn(cfg, reference=False):
     """Jitted `_apply` (one compile per config and input signature)."""
-    return _jit(_apply(cfg, reference, f64_norm))
+    return _jit(_apply(cfg, reference))
 
 
-def _run(cfg, params, x=X, seg=SEG, state=None, reference=False, f64_norm=True):
-    return _fn(cfg, reference, f64_norm)(params, x, seg, state)
+def _run(cfg, params, x=X, seg=SEG, state=None, reference=False):
+    return _fn(cfg, reference)(params, x, seg, state)
 
 
 def _close(a, b, tol=1e-10):
@@ -222,7 +207,7 @@ def test_static_equals_titans_layer(opt):
                       remat_every=0, conv_width=hc.conv_width)
     # NeuralMemory keeps its memory init, gates and l2-norm in fp32: use fp32-exact params
     p = jax.tree_util.tree_map(lambda w: w.astype(jnp.float32).astype(w.dtype), _params(cfg))
-    y, _ = _run(cfg, p, f64_norm=False)
+    y, _ = _run(cfg, p)
     titans = NeuralMemory(H, D // H, mc, cfg.init_std, dtype=jnp.float64,
                           param_dtype=jnp.float64)
     y_titans = _jit(titans.apply)(p, X, SEG)

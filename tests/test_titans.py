@@ -86,3 +86,32 @@ def test_memory_config_rejects_leaky_combinations():
         _cfg("titans_lmm", depth=1)
     with pytest.raises(ConfigError, match="lr_init"):
         _cfg("titans_lmm", lr_init=0.5, lr_max=0.1)
+
+
+@pytest.mark.parametrize("inner_opt", ["titans", "dgd"])
+def test_neural_memory_state_carry(inner_opt):
+    """NeuralMemory with an explicit state: calls split at chunk multiples ≡ one pass (conv
+    tails, fast weights, optimizer state and document ids carried), the pure `init_state` ≡ a
+    fresh state, and the legacy state-less call still works (padding: test_memory_engine)."""
+    from hope_jax.memory.config import MemoryConfig
+    from hope_jax.memory.titans import NeuralMemory
+
+    mc = MemoryConfig(chunk_size=4, inner_opt=inner_opt, remat_every=0, hidden_mult=1.0)
+    m = NeuralMemory(2, 4, mc)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 8))
+    pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
+    seg = jnp.array([[0] * 6 + [1] * 6, [2] * 12])
+    params = m.init(jax.random.PRNGKey(1), x, pos, seg)
+    run = jax.jit(lambda p, x, pos, seg, st: m.apply(p, x, pos, seg, st))
+    y, st = run(params, x, pos, seg, None)
+    np.testing.assert_allclose(y, m.apply(params, x, seg), atol=1e-6)  # legacy (x, seg) form
+    y0, st0 = run(params, x, pos, seg, m.init_state(2))
+    np.testing.assert_allclose(y0, y, atol=1e-6)
+    y1, st1 = run(params, x[:, :8], pos[:, :8], seg[:, :8], m.init_state(2))
+    y2, st2 = run(params, x[:, 8:], pos[:, 8:], seg[:, 8:], st1)
+    np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y, atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(st2), jax.tree_util.tree_leaves(st)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # a 3-token tail (padded to a chunk inside) reads what the one pass read
+    y3, _ = run(params, x[:, 8:11], pos[:, 8:11], seg[:, 8:11], st1)
+    np.testing.assert_allclose(y3, y[:, 8:11], atol=1e-5)

@@ -186,7 +186,7 @@ def _token_coefficients(a_eff_CNN, b_CN, a_CNN, reset_C):
     return cw_CC, pz_CN, rz_CN
 
 
-def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
+def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, reset_C, valid_C):
     """One chunk for an optimizer with a `transition` (no per-token weight copies).
 
     End state: suffix products of the transitions (`lax.associative_scan`) give each token's
@@ -197,6 +197,9 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
     arch, opt = spec.arch, spec.optimizer
     a_CNN, b_CN = opt.transition(gates)
     a_CNN, b_CN = a_CNN.astype(k.dtype), b_CN.astype(k.dtype)
+    if valid_C is not None:  # padding: identity transition, no gradient (never writes)
+        a_CNN = jnp.where(valid_C[:, None, None], a_CNN, jnp.eye(a_CNN.shape[-1], dtype=k.dtype))
+        b_CN = jnp.where(valid_C[:, None], b_CN, 0.0)
     a_eff = a_CNN if reset_C is None else jnp.where(reset_C[:, None, None], 0.0, a_CNN)
     p_CNN, p_all_NN = suffix_products(a_eff)
     coef_NC = jnp.einsum("cij,cj->ic", p_CNN, b_CN)  # slot i weight of g_c (SPEC §4.4 dual form)
@@ -244,7 +247,7 @@ def _chunk_closed_form(spec, init_params, params, opt_state, q, k, v, gates, res
     return new[0], tuple(new[1:]), y
 
 
-def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C):
+def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C, valid_C):
     """One chunk token by token: any optimizer, read-before or read-after-write.
 
     A `lax.scan` over the C tokens: each token's gradient at its reference weights (the
@@ -261,16 +264,20 @@ def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C
     resets = jnp.zeros(k.shape[:1], bool) if reset_C is None else reset_C
     zinit = (init_params, tuple(opt.init(init_params)))
 
+    valid = jnp.ones(k.shape[:1], bool) if valid_C is None else valid_C
+
     def tok(carry, xs):
-        ctx_t, r_t, a_t, q_t = xs
+        ctx_t, r_t, a_t, q_t, ok_t = xs
         w_ref = params if reset_C is None else jax.tree_util.tree_map(
             lambda i, p: jnp.where(a_t, i, p), init_params, params)
         w, s = jax.tree_util.tree_map(lambda a, b: jnp.where(r_t, b, a), carry, zinit)
         w, s = opt.step(w, s, grad(w_ref, ctx_t.k, ctx_t.v), ctx_t)
-        return (w, tuple(s)), (arch.apply(w, q_t) if spec.read_after_write else None)
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok_t, a, b), (w, tuple(s)), carry)
+        return new, (arch.apply(new[0], q_t) if spec.read_after_write else None)
 
     (new_params, new_opt), y_raw = jax.lax.scan(
-        tok, (params, tuple(opt_state)), (TokenContext(k, v, gates), resets, after_C, q))
+        tok, (params, tuple(opt_state)),
+        (TokenContext(k, v, gates), resets, after_C, q, valid))
     if spec.read_after_write:
         y = y_raw
     elif reset_C is None:
@@ -283,7 +290,8 @@ def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C
 def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BHTK: jax.Array,
                 v_BHTV: jax.Array, gates_BHT: dict[str, jax.Array], *,
                 segment_ids_BT: jax.Array | None = None,
-                state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
+                state: MemoryState | None = None,
+                valid_T: jax.Array | None = None) -> tuple[jax.Array, MemoryState]:
     """Runs a fast-weight memory over a sequence, chunk-parallel (SPEC §4.4, §4.6, §7.1).
 
     Args:
@@ -296,6 +304,7 @@ def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BH
       state: carry from a previous call (segment carry / streaming); None = fresh state.
         A sequence split into calls whose lengths are multiples of chunk_size gives exactly the
         one-pass result; token-by-token generation is a call with T = 1 and chunk_size = 1.
+      valid_T: False for padding tokens (`frame.pad_to_chunk`): they never write; None = all.
 
     Returns:
       (y_BHTV retrieved values, in the state dtype (>= fp32), final MemoryState).
@@ -315,13 +324,15 @@ def memory_scan(spec: MemorySpec, init_params_H: Params, q_BHTK: jax.Array, k_BH
                                    segment_ids_BT[:, :-1]], axis=1)
         reset_BT = segment_ids_BT != prev_BT
         xs["reset"] = jnp.broadcast_to(reset_BT[:, None, :], q.shape[:3])
+    if valid_T is not None:
+        xs["valid"] = jnp.broadcast_to(valid_T, q.shape[:3])
     general = (spec.optimizer.transition is None or not spec.closed_form
                or (spec.read_after_write and not spec.manual_grads))
     chunk_fn = _chunk_general if general else _chunk_closed_form
 
     def per_seq(init_p, params, opt_state, xc, reset):
         return chunk_fn(spec, init_p, params, opt_state, xc["q"], xc["k"], xc["v"], xc["gates"],
-                        reset)
+                        reset, xc.get("valid"))
 
     def batched(params, opt_state, xc, with_reset):
         if with_reset:

@@ -41,11 +41,12 @@ import jax
 import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
+from hope_jax.memory import frame
 from hope_jax.memory.optimizers import InnerOptimizer, TokenContext, dgd, titans
 from hope_jax.memory.rules import MemoryArch, gate_bias, l2, make_arch, token_loss
 from hope_jax.memory.scan import chunked_scan
 from hope_jax.memory.self_modifying_chunk import closed_form_write, supports
-from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
+from hope_jax.nn.layers import dtype_of
 
 _VECS = ("q", "k", "v")
 _GATE_INIT = {"momentum": 0.9, "retain": 0.99}  # ours: beta, alpha at init (eta: hope.lr_init)
@@ -254,15 +255,9 @@ def self_modifying_scan(spec: SelfModSpec, consts: dict, xs: dict, fast: dict, *
     return y, fast
 
 
-def _fresh_state(spec, init, convs, b, wc, width, sdt, seg_BT):
-    """State before any token: initial weights per sequence, empty momenta and conv tails."""
-    first = jnp.zeros((b,), jnp.int32) if seg_BT is None else seg_BT[:, 0].astype(jnp.int32)
-    fast = {}
-    for n, p in init.items():
-        p = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (b,) + w.shape), p)
-        fast[n] = (p, tuple(jax.vmap(jax.vmap(spec.optimizer.init))(p)))
-    return {"fast": fast, "conv": {n: jnp.zeros((b, wc, width), sdt) for n in convs},
-            "conv_seg": jnp.broadcast_to(first[:, None], (b, wc)), "prev_seg": first}
+def _conv_names(spec: SelfModSpec) -> list[str]:
+    """The causal convs of the layer: q, k, v and the adaptive gates' inputs."""
+    return list(_VECS) + [f"{n}_in" for n in ("lr", "retain") if n in spec.adaptive]
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,9 +297,17 @@ class SelfModifyingTitans(nn.Module):
             ("heads", "kv", None) if i == 0 else ("heads", None, "kv")),
             (h,) + s, dtype_of(self.cfg.param_dtype)) for i, s in enumerate(arch.shapes()))
 
-    def _gate_param(self, name, shape, axes, value):
-        return self.param(name, nn.with_logical_partitioning(nn.initializers.constant(value), axes),
-                          shape, dtype_of(self.cfg.param_dtype))
+    def init_state(self, batch: int) -> dict:
+        """A fresh state for `batch` rows, without params (pure: `frame.zero_state`)."""
+        cfg = self.cfg
+        spec = layer_spec(cfg)
+        shapes = {"mem": tuple((cfg.num_heads,) + s for s in spec.arch.shapes())}
+        if spec.adaptive:
+            m = len(spec.adaptive)
+            shapes["aux"] = tuple((cfg.num_heads, m) + s for s in spec.arch.shapes())
+        sdt = jnp.promote_types(dtype_of(cfg.dtype), jnp.float32)
+        return frame.zero_state(shapes, spec.optimizer.init, batch, _conv_names(spec),
+                          cfg.hope.conv_width, cfg.num_heads * cfg.head_dim, sdt)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, state=None):
@@ -316,26 +319,23 @@ class SelfModifyingTitans(nn.Module):
         sdt = jnp.promote_types(cdt, jnp.float32)  # fast state, gates, norms (SPEC §7.1)
         kw = dict(dtype=cdt, param_dtype=dtype_of(cfg.param_dtype))
         spec = layer_spec(cfg)
-        wc = hc.conv_width - 1
         cast = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(sdt), tree)
         init = {"mem": cast(self._mem_init("", spec.arch, h))}
         if spec.adaptive:  # stacked on axis M after H, in the order of spec.adaptive
             per = [cast(self._mem_init(f"{n}_", spec.arch, h)) for n in spec.adaptive]
             init["aux"] = jax.tree_util.tree_map(lambda *w: jnp.stack(w, 1), *per)
-        convs = [n for n in _VECS] + [f"{n}_in" for n in ("lr", "retain") if n in spec.adaptive]
+        convs = _conv_names(spec)
         if state is None:
-            state = _fresh_state(spec, init, convs, b, wc, h * kd, sdt, seg)
-        seg_c = None if seg is None else jnp.concatenate(
-            [state["conv_seg"].astype(seg.dtype), seg], 1)
+            state = frame.fresh_state(init, spec.optimizer.init, b, convs, hc.conv_width,
+                                      h * kd, sdt, seg)
+        state = frame.begin(state, init, spec.optimizer.init, sdt)
+        seg_c = frame.conv_segments(state, seg)
         new_conv = {}
 
         def proj_conv(name):  # silu(conv(x W)) per head (Titans §4.4, A16); conv tail carried
-            y = DenseGeneral((h * kd,), ("embed",), ("heads",), cfg.init_std, name=name, **kw)(
-                x_BTD)
-            y = jnp.concatenate([state["conv"][name].astype(y.dtype), y], 1)
-            new_conv[name] = y[:, y.shape[1] - wc:].astype(sdt)
-            y = ShortConv(hc.conv_width, "heads", name=f"{name}_conv", **kw)(y, seg_c)[:, wc:]
-            return nn.silu(y).reshape(b, t, h, kd)
+            y, new_conv[name] = frame.proj_conv(x_BTD, name, h, kd, hc.conv_width,
+                                                state["conv"][name], seg_c, cfg.init_std, kw)
+            return y
 
         to_bh = lambda z: jnp.moveaxis(z, 1, 2).astype(sdt)  # [B, T, H, ...] -> [B, H, T, ...]
         xs = {"x": {}, "logits": {}}
@@ -348,43 +348,33 @@ class SelfModifyingTitans(nn.Module):
         read = {}
         for n in spec.gates:
             init_v = hc.lr_init if n == "lr" else _GATE_INIT[n]
-            bias = self._gate_param(f"{n}_bias", (h,), ("heads",), gate_bias(n, init_v, hc.lr_max))
+            bias_v = gate_bias(n, init_v, hc.lr_max)
             if n in spec.adaptive:  # logit = w . M_n(x^n) + b per head (A7)
+                bias = frame.gate_bias_param(self, n, h, bias_v, kw["param_dtype"])
                 xs["x"][n] = to_bh(proj_conv(f"{n}_in"))
                 w = self.param(f"{n}_read", nn.with_logical_partitioning(
                     nn.initializers.normal(cfg.init_std), ("heads", "kv")), (h, kd), kw[
                     "param_dtype"])
                 read[n] = (w.astype(sdt), bias.astype(sdt))
             else:  # static gate x W + b (Titans), fp32 or wider
-                lg = DenseGeneral((h,), ("embed",), ("heads",), cfg.init_std, name=f"{n}_gate",
-                                  dtype=sdt, param_dtype=kw["param_dtype"])(x_BTD)
-                xs["logits"][n] = jnp.moveaxis(lg + bias.astype(sdt)[None, None, :], 1, 2)
+                lg = frame.static_gate(self, x_BTD, n, h, bias_v, kw["param_dtype"], sdt,
+                                 kw["param_dtype"], cfg.init_std)
+                xs["logits"][n] = jnp.moveaxis(lg, 1, 2)
 
+        # padded tail tokens read but never write (valid = False)
         lcm = math.lcm(spec.chunk_size, spec.other_chunk_size)
-        pad = (-t) % lcm  # padded tail tokens read but never write (valid = False)
-        padt = lambda z: jnp.pad(z, ((0, 0), (0, 0), (0, pad)) + ((0, 0),) * (z.ndim - 3))
-        xs = jax.tree_util.tree_map(padt, xs)
+        xs, valid = frame.pad_to_chunk(xs, lcm, 2, t)
         reset = None
         if seg is not None and not hc.persist_state:  # A4/A17: fresh memories per document
-            prev = jnp.concatenate([state["prev_seg"][:, None].astype(seg.dtype), seg[:, :-1]], 1)
-            reset = jnp.pad(seg != prev, ((0, 0), (0, pad)))
+            last = jnp.where(state["prev_seg"] < 0, seg[:, 0], state["prev_seg"])  # fresh: begin
+            prev = jnp.concatenate([last[:, None].astype(seg.dtype), seg[:, :-1]], 1)
+            reset, _ = frame.pad_to_chunk(seg != prev, lcm, 1, t)
         if spec.adaptive:
             xs["x"] = jnp.stack([xs["x"][n] for n in spec.adaptive], 3)  # [B, H, T, M, K]
         else:
             del xs["x"]
         y, fast = self_modifying_scan(spec, {"init": init, "read": read}, xs,
-                                      cast(state["fast"]), reset_BT=reset,
-                                      valid_T=(jnp.arange(t + pad) < t) if pad else None)
+                                      cast(state["fast"]), reset_BT=reset, valid_T=valid)
         y = jnp.moveaxis(y, 2, 1)[:, :t]  # [B, T, H, K]
-        y = RMSNorm(axis_name="kv", param_dtype=kw["param_dtype"], name="out_norm")(y)
-        gate = DenseGeneral((h, kd), ("embed",), ("heads", "kv"), cfg.init_std, name="out_gate",
-                            **kw)(x_BTD)
-        y = (y * jax.nn.sigmoid(gate.astype(sdt))).astype(cdt)  # output gate (Titans §4.4)
-        y = DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or cfg.init_std,
-                         name="out", **kw)(y)
-        new_state = {"fast": fast, "conv": new_conv, "conv_seg": state["conv_seg"],
-                     "prev_seg": state["prev_seg"]}
-        if seg is not None:
-            new_state["conv_seg"] = seg_c[:, seg_c.shape[1] - wc:].astype(jnp.int32)
-            new_state["prev_seg"] = seg[:, -1].astype(jnp.int32)
-        return y, new_state
+        y = frame.output(x_BTD, y, d, cfg.init_std, self.out_std or cfg.init_std, sdt, kw)
+        return y, frame.end_state(state, fast, new_conv, seg, seg_c, hc.conv_width)

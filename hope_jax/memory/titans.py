@@ -17,11 +17,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hope_jax.memory import frame
 from hope_jax.memory.config import MemoryConfig
 from hope_jax.memory.optimizers import make_inner_optimizer
 from hope_jax.memory.rules import OBJECTIVES, chunk_mean, gate_bias, make_arch, squash_gates
-from hope_jax.memory.scan import MemorySpec, memory_scan
-from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of
+from hope_jax.memory.scan import MemorySpec, MemoryState, memory_scan
+from hope_jax.nn.layers import dtype_of
+
+_VECS = ("q", "k", "v")
+_LEGACY = object()  # marks the legacy two-argument call (x, segment_ids)
 
 
 def memory_spec(mc: MemoryConfig, head_dim: int) -> MemorySpec:
@@ -51,6 +55,15 @@ def _l2norm(x, eps: float = 1e-6):
 class NeuralMemory(nn.Module):
     """Neural memory sequence mixer: [B, T, D] -> [B, T, D] (strictly causal, SPEC A1).
 
+    Call forms:
+      `(x_BTD, positions_BT, segment_ids_BT, state=None) -> (y_BTD, new_state)`: the state
+        (`frame` layout: {"fast": {"mem": (params, opt_state)}, "conv", "conv_seg", "prev_seg"};
+        None = fresh; `init_state(batch)` builds one without params) is carried across calls:
+        a sequence split into calls whose lengths are multiples of `mem.chunk_size` gives the
+        one-pass result; a shorter tail is padded (padding never writes).
+      `(x_BTD, segment_ids_BT) -> y_BTD`: the legacy state-less form (kept until the model
+        bodies pass positions and a state).
+
     Attributes:
       num_heads, head_dim: memory heads (each has its own fast weights).
       mem: the memory config section.
@@ -65,32 +78,27 @@ class NeuralMemory(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
+    def _state_dtype(self):
+        return jnp.promote_types(self.param_dtype, jnp.float32)  # gates / fast state >= fp32
+
+    def init_state(self, batch: int) -> dict:
+        """A fresh state for `batch` rows, without params (pure: `frame.zero_state`)."""
+        spec = memory_spec(self.mem, self.head_dim)
+        shapes = tuple((self.num_heads,) + s for s in spec.arch.shapes())
+        return frame.zero_state({"mem": shapes}, spec.optimizer.init, batch, _VECS,
+                                self.mem.conv_width, self.num_heads * self.head_dim,
+                                self._state_dtype())
+
     @nn.compact
-    def __call__(self, x_BTD, segment_ids_BT=None):
-        mc, h, kd = self.mem, self.num_heads, self.head_dim
+    def __call__(self, x_BTD, positions_BT=None, segment_ids_BT=_LEGACY, state=None):
+        legacy = segment_ids_BT is _LEGACY
+        if legacy:  # (x, segment_ids): the second argument is the document ids
+            segment_ids_BT, positions_BT = positions_BT, None
+        del positions_BT  # position-free: order enters through the recurrence and the convs
+        mc, h, kd, seg = self.mem, self.num_heads, self.head_dim, segment_ids_BT
         b, t, d = x_BTD.shape
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        f32 = jnp.promote_types(self.param_dtype, jnp.float32)  # gates / fast state >= fp32
-
-        def qkv(name, norm):
-            y = DenseGeneral((h * kd,), ("embed",), ("heads",), self.init_std, name=name, **kw)(
-                x_BTD)
-            y = ShortConv(mc.conv_width, "heads", name=f"{name}_conv", **kw)(y, segment_ids_BT)
-            y = nn.silu(y).reshape(b, t, h, kd)  # SiLU on q, k, v (Titans §4.4)
-            return _l2norm(y) if norm else y
-
-        q, k, v = qkv("q", mc.qk_norm), qkv("k", mc.qk_norm), qkv("v", False)
-        logits = {}
-        for name in gate_names(mc):
-            init = {"lr": mc.lr_init, "momentum": mc.momentum_init,
-                    "retain": 1.0 - mc.forget_init}[name]
-            bias = self.param(f"{name}_bias",
-                              nn.with_logical_partitioning(
-                                  nn.initializers.constant(gate_bias(name, init, mc.lr_max)),
-                                  ("heads",)), (h,), f32)
-            lg = DenseGeneral((h,), ("embed",), ("heads",), self.init_std, name=f"{name}_gate",
-                              dtype=f32, param_dtype=self.param_dtype)(x_BTD)
-            logits[name] = lg + bias[None, None, :]  # [B, T, H], fp32 (SPEC A7)
+        f32 = self._state_dtype()
         spec = memory_spec(mc, kd)
         arch = spec.arch
 
@@ -102,29 +110,47 @@ class NeuralMemory(nn.Module):
                 lambda key, shape, dtype, i=i: init_mem(key, shape, dtype)[i],
                 ("heads", None, None)), (h,) + s, f32)
             for i, s in enumerate(arch.shapes()))
-
+        init = {"mem": init_params}
+        if state is None:
+            state = frame.fresh_state(init, spec.optimizer.init, b, _VECS, mc.conv_width,
+                                      h * kd, f32, seg)
+        state = frame.begin(state, init, spec.optimizer.init, f32)
+        seg_c = frame.conv_segments(state, seg)
+        vecs, new_conv = {}, {}
+        for n in _VECS:
+            vecs[n], new_conv[n] = frame.proj_conv(x_BTD, n, h, kd, mc.conv_width,
+                                                   state["conv"][n], seg_c, self.init_std, kw)
+        q, k, v = vecs["q"], vecs["k"], vecs["v"]  # SiLU on q, k, v (Titans §4.4)
+        if mc.qk_norm:
+            q, k = _l2norm(q), _l2norm(k)
+        logits = {}
+        for name in gate_names(mc):
+            value = {"lr": mc.lr_init, "momentum": mc.momentum_init,
+                     "retain": 1.0 - mc.forget_init}[name]
+            bias = gate_bias(name, value, mc.lr_max)
+            logits[name] = frame.static_gate(self, x_BTD, name, h, bias, f32, f32,
+                                             self.param_dtype, self.init_std)  # SPEC A7
         c = spec.chunk_size
-        pad = (-t) % c
-        q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (q, k, v))
-        logits = {n: jnp.pad(g, ((0, 0), (0, pad), (0, 0))) for n, g in logits.items()}
+        (q, k, v, logits), valid = frame.pad_to_chunk((q, k, v, logits), c, 1, t)
         if mc.gate_granularity == "chunk":
             logits = {n: chunk_mean(g, c) for n, g in logits.items()}
         gates = squash_gates(logits, mc.lr_max)
-        if pad:  # padded tail tokens never write (lr 0); outputs for real tokens are causal
-            gates["lr"] = gates["lr"] * (jnp.arange(t + pad) < t)[None, :, None]
-        seg = None
-        if mc.doc_reset and segment_ids_BT is not None:
-            seg = jnp.pad(segment_ids_BT, ((0, 0), (0, pad)), mode="edge")
+        mseg = None
+        if mc.doc_reset and seg is not None:
+            mseg = jnp.pad(seg, ((0, 0), (0, (-t) % c)), mode="edge")
         to_bh = lambda x: jnp.moveaxis(x, 1, 2)  # [B, T, H, ...] -> [B, H, T, ...]
-        y, _ = memory_scan(spec, init_params, to_bh(q), to_bh(k), to_bh(v),
-                           {n: to_bh(g) for n, g in gates.items()}, segment_ids_BT=seg)
+        params, opt_state = state["fast"]["mem"]
+        prev = state["prev_seg"] if mseg is None else jnp.where(
+            state["prev_seg"] < 0, mseg[:, 0], state["prev_seg"])  # fresh rows: no extra reset
+        y, ms = memory_scan(spec, init_params, to_bh(q), to_bh(k), to_bh(v),
+                            {n: to_bh(g) for n, g in gates.items()}, segment_ids_BT=mseg,
+                            state=MemoryState(params, opt_state, prev), valid_T=valid)
         y = jnp.moveaxis(y, 2, 1)[:, :t]  # [B, T, H, K], fp32
-        y = RMSNorm(axis_name="kv", param_dtype=self.param_dtype, name="out_norm")(y)
-        gate = DenseGeneral((h, kd), ("embed",), ("heads", "kv"), self.init_std, name="out_gate",
-                            **kw)(x_BTD)
-        y = (y * jax.nn.sigmoid(gate.astype(f32))).astype(self.dtype)  # Titans §4.4
-        return DenseGeneral((d,), ("heads", "kv"), ("embed",), self.out_std or self.init_std,
-                            name="out", **kw)(y)
+        out = frame.output(x_BTD, y, d, self.init_std, self.out_std or self.init_std, f32, kw)
+        if legacy:
+            return out
+        fast = {"mem": (ms.params, ms.opt_state)}
+        return out, frame.end_state(state, fast, new_conv, seg, seg_c, mc.conv_width)
 
 
 def neural_memory(cfg, name: str = "memory", out_std: float | None = None) -> NeuralMemory:
