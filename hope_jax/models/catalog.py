@@ -21,8 +21,8 @@ def _one(cfg: ModelConfig) -> int:
     return 1
 
 
-def _ttt_chunk(cfg: ModelConfig) -> int:
-    """TTT's mini-batch is the model: commit whole mini-batches."""
+def _memory_chunk(cfg: ModelConfig) -> int:
+    """Titans' chunked memory and TTT's mini-batch (the model itself): commit whole chunks."""
     return cfg.memory.chunk_size
 
 
@@ -57,11 +57,11 @@ def _hope_momentum(cfg: ModelConfig) -> bool:
 _HOPE = dict(supports_ntp=True, wrap_optimizer=_wrap_cms_outer, inner_momentum=_hope_momentum)
 
 register_model("transformer", TransformerBlock, decode_chunk=_one, full_attention=True)
-for _name, _block in TITANS_MODELS.items():
-    register_model(_name, _block)
+for _name, _block in TITANS_MODELS.items():  # chunked neural memory: commit whole chunks
+    register_model(_name, _block, decode_chunk=_memory_chunk)
 register_model("hope", HopeBlock, decode_chunk=_hope_decode, **_HOPE)
 register_model("hope_attention", HopeAttentionBlock, decode_chunk=_hope_attention_decode,
                full_attention=True, **_HOPE)
 for _name, _block in BASELINE_MODELS.items():  # the paper's baselines (SPEC §5, §6)
-    register_model(_name, _block, decode_chunk=_ttt_chunk if _block.mixer is TTTMixer else _one)
-register_model("samba", SambaBlock, layers_per_block=2)
+    register_model(_name, _block, decode_chunk=_memory_chunk if _block.mixer is TTTMixer else _one)
+register_model("samba", SambaBlock, decode_chunk=_one, layers_per_block=2)

@@ -47,12 +47,12 @@ class AttentionMixer(nn.Module):
         return attn(x_BTD, positions_BT, segment_ids_BT, cache=state)
 
 
-def _mixer(cfg: ModelConfig, attention: bool) -> nn.Module:
+def _mixer(cfg: ModelConfig, attention: bool, name: str | None = "mixer") -> nn.Module:
     if attention:
-        return AttentionMixer(cfg, name="mixer")
+        return AttentionMixer(cfg, name=name)
     from hope_jax.memory.self_modifying import SelfModifyingTitans
 
-    return SelfModifyingTitans(cfg, out_std=out_std(cfg), name="mixer")
+    return SelfModifyingTitans(cfg, out_std=out_std(cfg), name=name)
 
 
 class HopeBlock(nn.Module):
@@ -63,8 +63,9 @@ class HopeBlock(nn.Module):
 
     @staticmethod
     def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-        """Self-modifying mixer: None (fresh fast state from the params on the first call)."""
-        return {"mixer": None}
+        """The self-modifying mixer's fresh state (pure; replaced by the meta-learned initial
+        weights before the first token, `memory/frame.py`)."""
+        return {"mixer": _mixer(cfg, False, None).init_state(batch)}
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
