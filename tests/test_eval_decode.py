@@ -53,7 +53,7 @@ def test_recurrent_equals_parallel(name):
 def test_every_model_decodes():
     """The registry's decode capability is not silently lost (decoding would fall back to
     recompute): every built-in model decodes at the tiny config."""
-    assert DECODES == sorted(MODELS)
+    assert sorted(MODELS) == DECODES
 
 
 @pytest.mark.slow  # the tiny_config width (d=64, 2 layers): HOPE compiles take minutes
@@ -68,6 +68,27 @@ def test_recurrent_equals_parallel_wider(name):
     np.testing.assert_allclose(_decode(cfg, params, toks, 6), ref, atol=ATOL, rtol=1e-4)
 
 
+NTP = {"model.hope.cms_signal": "ntp", "model.hope.cms_periods": (4, 8, 0),
+       "model.hope.cms_variant": "nested", "model.hope.cms_lr": 0.5,
+       "model.hope.cms_first_order": True}  # first order: the same updates, half the compile
+
+
+@pytest.mark.parametrize("over", [{}, pytest.param({"model.hope.cms_first_order": False},
+                                                   marks=pytest.mark.slow, id="second_order")])
+def test_hope_ntp_decodes_with_carried_cms_fast_parts(over):
+    """HOPE with in-context CMS levels (ntp, two dynamic levels, nested re-init): the decoder
+    carries the CMS fast parts and commits each segment's update when its last label arrives;
+    logits equal the parallel segment-by-segment forward (which would differ without the
+    updates: cms_lr 0.5)."""
+    cfg = _cfg("hope", **NTP, **over)
+    t = 12  # 3 segments of 4: updates of level 0 at 4, 8 and of level 1 at 8
+    model = LM(cfg.model)
+    toks = (np.arange(2 * t).reshape(2, t) * 37 + 5) % cfg.model.vocab_size
+    params = model.init(jax.random.key(0), jnp.asarray(toks))["params"]
+    ref = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(toks)), np.float32)
+    np.testing.assert_allclose(_decode(cfg, params, toks, 5), ref, atol=ATOL, rtol=1e-4)
+
+
 def test_generate_recurrent_matches_recompute():
     cfg = _cfg("transformer")
     model = LM(cfg.model)
@@ -79,7 +100,7 @@ def test_generate_recurrent_matches_recompute():
 
 def test_unsupported_models_fall_back():
     """Models the registry says cannot decode raise a clear error (generate then recomputes)."""
-    cfg = _cfg("hope", **{"model.hope.cms_signal": "ntp"})
+    cfg = _cfg("hope", **{"model.hope.cms_signal": "local"})
     assert decode_chunk(cfg.model) == 0
     with pytest.raises(ValueError, match="cannot decode"):
         Decoder(cfg.model, None, 8)

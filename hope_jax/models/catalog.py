@@ -27,10 +27,14 @@ def _memory_chunk(cfg: ModelConfig) -> int:
 
 
 def _hope_chunk(cfg: ModelConfig, mixer_chunk: int) -> int:
-    """Replay chunk of a HOPE block: the mixer's chunk; 0 while a CMS level learns in context."""
+    """Replay chunk of a HOPE block: the mixer's chunk, or with `ntp` the fastest CMS period (the
+    decoder then commits segments, `models/decode.py`); 0 for the `local` signal (not yet)."""
     hc = cfg.hope
-    if hc.cms_signal != "outer" and any(hc.cms_periods):
+    live = [p for p in hc.cms_periods if p]
+    if hc.cms_signal == "local" and live:
         return 0
+    if hc.cms_signal == "ntp" and live:
+        return live[0]  # a multiple of the mixer's chunks (config check)
     return mixer_chunk
 
 

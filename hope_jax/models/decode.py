@@ -23,18 +23,42 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hope_jax.config import ModelConfig
 from hope_jax.models.lm import LM
+from hope_jax.models.ntp import ntp_init, ntp_inputs, ntp_logits, ntp_segment, ntp_step
 from hope_jax.models.registry import init_carry, model_spec
 
 
 def decode_chunk(cfg: ModelConfig) -> int:
     """Tokens per committed decode step (C), or 0 when the model cannot decode recurrently."""
     return model_spec(cfg).decode_chunk(cfg)
+
+
+class _NtpDriver(nn.Module):
+    """The `ntp` segment driver around the LM body (params {"ntp": ...}, as `LM`'s): commits one
+    labelled segment (CMS update) or returns a partial segment's logits without committing."""
+
+    cfg: ModelConfig
+    context: int
+    commit: bool
+
+    @nn.compact
+    def __call__(self, carry, xs):
+        body = LM(self.cfg, name="ntp")
+        if self.commit:
+            return ntp_step(body, self.cfg, self.context, carry, xs)
+        return carry, ntp_logits(body, self.cfg, carry, xs)
+
+
+def _positions(tokens_BT, start):
+    b, t = tokens_BT.shape
+    return (jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t)),
+            jnp.ones((b, t), jnp.int32))
 
 
 class Decoder:
@@ -52,21 +76,40 @@ class Decoder:
         if not self.chunk:
             raise ValueError(f"model {cfg.name!r} with this config cannot decode recurrently")
         self.cfg, self.params = cfg, params
+        # in-context CMS (ntp): the LM runs in segments of S tokens of a max_len-token sequence
+        self.segment = ntp_segment(cfg, max_len) if model_spec(cfg).supports_ntp else 0
+        if self.segment:
+            self.chunk = self.segment
+        self.context = max_len
         self.max_len = max_len + self.chunk  # room for the padded partial chunk
         model = LM(cfg)
 
         @jax.jit
         def run(params, states, tokens_BT, start):
-            b, t = tokens_BT.shape
-            pos = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-            seg = jnp.ones((b, t), jnp.int32)
+            pos, seg = _positions(tokens_BT, start)
             logits, new = model.apply({"params": params}, tokens_BT, pos, seg, states)
             return logits.astype(jnp.float32), new
 
+        def segment_fn(commit: bool):
+            driver = _NtpDriver(cfg, self.context, commit)
+
+            @jax.jit
+            def fn(params, carry, tokens_BT, start):
+                xs = ntp_inputs(cfg, tokens_BT, *_positions(tokens_BT, start))
+                xs = jax.tree_util.tree_map(lambda a: a[:, : self.chunk], xs)
+                carry, logits = driver.apply({"params": params}, carry, xs)
+                return logits.astype(jnp.float32), carry
+
+            return fn
+
         self._run = run
+        self._commit_segment, self._peek_segment = segment_fn(True), segment_fn(False)
 
     def init(self, batch: int = 1) -> dict:
         """A fresh decode state: nothing committed, an empty partial-chunk buffer."""
+        if self.segment:  # the buffer holds a segment and the first token after it (its label)
+            return {"states": ntp_init(self.cfg, batch, self.context, self.max_len), "len": 0,
+                    "buf": np.zeros((batch, self.chunk + 1), np.int32), "n": 0}
         return {"states": init_carry(self.cfg, batch, self.max_len), "len": 0,
                 "buf": np.zeros((batch, self.chunk), np.int32), "n": 0}
 
@@ -79,7 +122,16 @@ class Decoder:
         """Feeds a prompt [B, T]; returns its logits [B, T, V] (fp32) and the new state."""
         tokens_BT = np.asarray(tokens_BT, np.int32)
         outs, t0 = [], 0
-        if st["n"] == 0:
+        if self.segment and st["n"] == 0:  # commit every segment whose last label is known
+            s = self.chunk
+            while t0 + s < tokens_BT.shape[1]:
+                logits, carry = self._commit_segment(self.params, st["states"],
+                                                     jnp.asarray(tokens_BT[:, t0:t0 + s + 1]),
+                                                     jnp.int32(st["len"]))
+                st = {**st, "states": carry, "len": st["len"] + s}
+                outs.append(logits)
+                t0 += s
+        elif st["n"] == 0:
             full = (tokens_BT.shape[1] // self.chunk) * self.chunk
             while t0 < full:  # power-of-two multiples of C: few distinct compiled shapes
                 size = self.chunk * 2 ** int(math.log2((full - t0) // self.chunk))
@@ -93,6 +145,8 @@ class Decoder:
 
     def step(self, st: dict, token_B) -> tuple[jax.Array, dict]:
         """Feeds one token per row; returns next-token logits [B, V] (fp32) and the new state."""
+        if self.segment:
+            return self._segment_step(st, token_B)
         buf = st["buf"].copy()
         n = st["n"]
         buf[:, n] = np.asarray(token_B, np.int32)
@@ -102,3 +156,20 @@ class Decoder:
             return logits[:, n], {"states": states, "len": st["len"] + self.chunk,
                                   "buf": np.zeros_like(buf), "n": 0}
         return logits[:, n], {**st, "buf": buf, "n": n + 1}
+
+    def _segment_step(self, st: dict, token_B) -> tuple[jax.Array, dict]:
+        """`ntp`: a segment is committed (its CMS update applied, Eq. 71) once the token after it,
+        its last label, arrives; until then its tokens' logits come from the committed state."""
+        s, buf, n = self.chunk, st["buf"].copy(), st["n"]
+        buf[:, n] = np.asarray(token_B, np.int32)
+        n += 1
+        if n == s + 1:
+            _, carry = self._commit_segment(self.params, st["states"], jnp.asarray(buf),
+                                            jnp.int32(st["len"]))
+            st = {"states": carry, "len": st["len"] + s}
+            buf = np.zeros_like(buf)
+            buf[:, 0] = np.asarray(token_B, np.int32)
+            n = 1
+        logits, _ = self._peek_segment(self.params, st["states"], jnp.asarray(buf[:, :s]),
+                                       jnp.int32(st["len"]))
+        return logits[:, n - 1], {**st, "buf": buf, "n": n}
