@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.study import parse_set  # noqa: E402
 from hope_jax.config import replace  # noqa: E402
+from hope_jax.eval.sample import buffer_len  # noqa: E402
 from hope_jax.models.decode import Decoder, decode_chunk  # noqa: E402
 from hope_jax.models.lm import LM  # noqa: E402
 from hope_jax.param_count import load_config_file  # noqa: E402
@@ -44,7 +45,7 @@ def measure(cfg, context: int, tokens: int, repeats: int) -> dict:
     model = LM(cfg)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, cfg.vocab_size, (1, context + tokens + 1)).astype(np.int32)
+    prompt = rng.integers(0, cfg.vocab_size, (1, context + tokens + 64)).astype(np.int32)
     dec = Decoder(cfg, params, max_len=context + tokens + 1)
     t0 = time.perf_counter()
     logits, st = dec.prefill(dec.init(1), prompt[:, :context])
@@ -57,7 +58,8 @@ def measure(cfg, context: int, tokens: int, repeats: int) -> dict:
         lg, st = dec.step(st, prompt[:, context + 1 + i])
         jax.block_until_ready(lg)
         times.append(1e3 * (time.perf_counter() - t0))
-    buf = jnp.asarray(prompt[:, : context + 1])
+    # the recompute buffer: L + 1 tokens, rounded up to a multiple of an ntp segment
+    buf = jnp.asarray(prompt[:, : buffer_len(cfg, context + 1)])
     fwd = jax.jit(lambda p, x: model.apply({"params": p}, x)[:, -1])
     jax.block_until_ready(fwd(params, buf))  # compile
     recompute = _ms(lambda: fwd(params, buf), repeats)
