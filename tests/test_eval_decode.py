@@ -30,6 +30,15 @@ def _cfg(name, **over):
 DECODES = sorted(n for n in MODELS if decode_chunk(_cfg(n).model))
 
 
+def _check_decode_equals_parallel(cfg, t: int, prefill: int):
+    """Prefill `prefill` tokens, step through the rest of t; logits == the parallel forward."""
+    model = LM(cfg.model)
+    toks = (np.arange(2 * t).reshape(2, t) * 37 + 5) % cfg.model.vocab_size
+    params = model.init(jax.random.key(0), jnp.asarray(toks))["params"]
+    ref = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(toks)), np.float32)
+    np.testing.assert_allclose(_decode(cfg, params, toks, prefill), ref, atol=ATOL, rtol=1e-4)
+
+
 def _decode(cfg, params, toks, prefill: int):
     dec = Decoder(cfg.model, params, max_len=toks.shape[1])
     got, st = dec.prefill(dec.init(batch=toks.shape[0]), toks[:, :prefill])
@@ -42,12 +51,7 @@ def _decode(cfg, params, toks, prefill: int):
 
 @pytest.mark.parametrize("name", DECODES)
 def test_recurrent_equals_parallel(name):
-    cfg = _cfg(name)
-    model = LM(cfg.model)
-    toks = (np.arange(2 * T).reshape(2, T) * 37 + 5) % cfg.model.vocab_size
-    params = model.init(jax.random.key(0), jnp.asarray(toks))["params"]
-    ref = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(toks)), np.float32)
-    np.testing.assert_allclose(_decode(cfg, params, toks, 4), ref, atol=ATOL, rtol=1e-4)
+    _check_decode_equals_parallel(_cfg(name), T, 4)
 
 
 def test_every_model_decodes():
@@ -61,11 +65,7 @@ def test_every_model_decodes():
 def test_recurrent_equals_parallel_wider(name):
     cfg = tiny_config(**{"model.name": name, "model.hope.cms_signal": "outer",
                          "model.hope.chunk_size": 4})
-    model = LM(cfg.model)
-    toks = (np.arange(2 * 13).reshape(2, 13) * 37 + 5) % cfg.model.vocab_size
-    params = model.init(jax.random.key(0), jnp.asarray(toks))["params"]
-    ref = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(toks)), np.float32)
-    np.testing.assert_allclose(_decode(cfg, params, toks, 6), ref, atol=ATOL, rtol=1e-4)
+    _check_decode_equals_parallel(cfg, 13, 6)
 
 
 NTP = {"model.hope.cms_signal": "ntp", "model.hope.cms_periods": (4, 8, 0),
@@ -80,13 +80,8 @@ def test_hope_ntp_decodes_with_carried_cms_fast_parts(over):
     carries the CMS fast parts and commits each segment's update when its last label arrives;
     logits equal the parallel segment-by-segment forward (which would differ without the
     updates: cms_lr 0.5)."""
-    cfg = _cfg("hope", **NTP, **over)
-    t = 12  # 3 segments of 4: updates of level 0 at 4, 8 and of level 1 at 8
-    model = LM(cfg.model)
-    toks = (np.arange(2 * t).reshape(2, t) * 37 + 5) % cfg.model.vocab_size
-    params = model.init(jax.random.key(0), jnp.asarray(toks))["params"]
-    ref = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(toks)), np.float32)
-    np.testing.assert_allclose(_decode(cfg, params, toks, 5), ref, atol=ATOL, rtol=1e-4)
+    # 3 segments of 4: updates of level 0 at 4 and 8, of level 1 at 8
+    _check_decode_equals_parallel(_cfg("hope", **NTP, **over), 12, 5)
 
 
 def test_generate_recurrent_matches_recompute():
