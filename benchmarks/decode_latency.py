@@ -41,9 +41,10 @@ def _ms(fn, n: int) -> float:
     return statistics.median(times)
 
 
-def measure(cfg, context: int, tokens: int, repeats: int) -> dict:
+def measure(cfg, context: int, tokens: int, repeats: int, init_len: int) -> dict:
     model = LM(cfg)
-    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
+    # init at the training length: with in-context CMS the params live under the segment body
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, init_len), jnp.int32))["params"]
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, cfg.vocab_size, (1, context + tokens + 64)).astype(np.int32)
     dec = Decoder(cfg, params, max_len=context + tokens + 1)
@@ -78,12 +79,13 @@ def main(argv=None) -> None:
     ap.add_argument("--set", action="append", default=[], help="model.key=value override")
     ap.add_argument("--json", default="docs/results/decode_latency.json")
     args = ap.parse_args(argv)
-    cfg = replace(load_config_file(args.config), **parse_set(args.set)).model
+    full = replace(load_config_file(args.config), **parse_set(args.set))
+    cfg = full.model
     if not decode_chunk(cfg):
         raise SystemExit(f"{args.config} with {args.set} cannot decode recurrently")
     rows = []
     for ctx in (int(c) for c in args.contexts.split(",")):
-        r = measure(cfg, ctx, args.tokens, args.repeats)
+        r = measure(cfg, ctx, args.tokens, args.repeats, full.data.seq_len)
         rows.append(r)
         print(f"L={ctx:5d}  decode {r['decode_ms_per_token']:8.2f} ms/token  recompute "
               f"{r['recompute_ms_per_token']:9.2f} ms/token  ratio {r['speedup']:7.1f}x  "

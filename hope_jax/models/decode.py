@@ -80,6 +80,10 @@ class Decoder:
         self.segment = ntp_segment(cfg, max_len) if model_spec(cfg).supports_ntp else 0
         if self.segment:
             self.chunk = self.segment
+            if params is not None and "ntp" not in params:
+                raise ValueError(
+                    "in-context CMS (ntp) decoding needs the params of the segment body ('ntp'); "
+                    "these were initialised on a sequence no longer than the fastest CMS period")
         self.context = max_len
         self.max_len = max_len + self.chunk  # room for the padded partial chunk
         model = LM(cfg)
