@@ -101,6 +101,7 @@ TINY = {"model.d_model": 32, "model.num_heads": 2, "model.num_layers": 1, "model
         "model.hope.cms_periods": (8, 0), "model.hope.cms_first_order": True}
 
 
+@pytest.mark.slow  # not yet timed: on the shared CPU (load ~12) it did not finish in 25 minutes
 @pytest.mark.parametrize("model", ["hope", "titans_lmm"])
 def test_tiny_train_step_on_fsdp2_equals_single_device(model):
     _check_mesh_equals_single(model, (1, 2, 1), TINY)
