@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
 from hope_jax.config import validate  # noqa: E402
+from hope_jax.models.lm import MODELS as REGISTRY  # noqa: E402
 
 MODELS = {
     "transformer": {},
@@ -65,8 +66,8 @@ def main(argv=None):
         for name in names:
             model = {"name": name, "vocab_size": 257, "d_model": args.d_model,
                      "num_layers": args.layers, "num_heads": args.heads, "dtype": "float32"}
-            if name == "samba":  # a Samba unit is 2 mixer layers (Mamba2 + MLP, SWA + MLP)
-                model["num_layers"] = max(1, args.layers // 2)
+            per_block = REGISTRY[name].layers_per_block  # Samba: Mamba2 + MLP, SWA + MLP
+            model["num_layers"] = max(1, args.layers // per_block)
             cfg = validate({"model": model | MODELS[name]}).model
             t0 = time.perf_counter()
             compiled, params, toks, gb, n = compiled_grad_step(cfg, args.batch, seq)

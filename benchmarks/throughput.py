@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
 from benchmarks.study import PRESETS, parse_set  # noqa: E402
 from hope_jax.config import Config, replace  # noqa: E402
+from hope_jax.models.lm import model_spec  # noqa: E402
 from hope_jax.param_count import load_config_file  # noqa: E402
 from hope_jax.train.state import abstract_variables  # noqa: E402
 
@@ -80,7 +81,7 @@ def fast_state_bytes(cfg, batch: int) -> int:
     has momentum, and every CMS level that is updated in context (ntp / local signal)."""
     hc = cfg.hope
     dynamic = {f"cms_{i}" for i, p in enumerate(hc.cms_periods) if p and hc.cms_signal != "outer"}
-    momentum = hc.momentum if cfg.name.startswith("hope") else cfg.memory.momentum
+    momentum = model_spec(cfg).inner_momentum(cfg)
     total = 0
     for path, x in _leaves(cfg):
         keys = [getattr(p, "key", "") for p in path]
@@ -100,7 +101,7 @@ def model_flops_per_token(cfg, seq: int) -> float:
             n += x.size  # the tied lm head is a matmul
         elif "embed" not in keys and x.ndim >= 2:
             n += x.size
-    attn = 6 * cfg.num_layers * seq * cfg.d_model if cfg.name == "transformer" else 0
+    attn = 6 * cfg.num_layers * seq * cfg.d_model if model_spec(cfg).full_attention else 0
     return 6.0 * n + attn
 
 

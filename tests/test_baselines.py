@@ -22,7 +22,6 @@ from hope_jax.config import validate
 from hope_jax.memory.baselines import BASELINES, engine_spec, linear_memory
 from hope_jax.memory.scan import memory_scan
 from hope_jax.models.lm import LM
-from tests.helpers import assert_causal_and_doc_isolated
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 B, H, T, K, V = 2, 2, 16, 4, 3
@@ -242,13 +241,6 @@ def test_model_fast_form_equals_engine_form():
     a = _jit(lambda p: fast.apply(p, toks, segment_ids_BT=seg))(params)
     b = _jit(lambda p: slow.apply(p, toks, segment_ids_BT=seg))(params)
     _close(a, b, tol=1e-9)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_model_causal_and_document_isolated(name):
-    """Logits before t ignore later tokens; a packed document ignores the one before it."""
-    assert_causal_and_doc_isolated(LM(_cfg(name)), 24)
 
 
 def _load(path):

@@ -1,4 +1,5 @@
-"""Recurrent decoding (KV cache + carried fast state) equals the parallel forward's logits."""
+"""Recurrent decoding (the LM body with a carry) equals the parallel forward, for every model the
+registry says decodes; parametrized from the registry, so a new model is tested automatically."""
 
 from __future__ import annotations
 
@@ -9,59 +10,95 @@ import pytest
 
 from hope_jax.eval.sample import generate
 from hope_jax.models.decode import Decoder, decode_chunk
-from hope_jax.models.lm import LM
+from hope_jax.models.lm import LM, MODELS
 from tests.helpers import tiny_config
 
 # fp32 end to end; the two paths differ only by summation order (chunked attention over a cache
-# vs one masked matmul), so logits agree to ~1e-5 relative on O(1) values.
+# vs one masked matmul, chunked vs whole-sequence scans), so logits agree to ~1e-5 relative.
 ATOL = 2e-4
-
-CASES = {
-    "transformer": {},
-    "hope_attention": {"model.hope.cms_signal": "outer"},
-    "hope": {"model.hope.cms_signal": "outer", "model.hope.chunk_size": 4},
-}
-# HOPE graphs take minutes to compile on 2 CPU cores: those cases run with `-m slow`.
-SLOW = {"hope", "hope_attention"}
+TINY = {"model.d_model": 16, "model.num_layers": 1, "model.num_heads": 2, "model.mlp_hidden": 32,
+        "model.memory.chunk_size": 4, "model.memory.window": 4, "model.memory.segment_len": 4,
+        "model.memory.n_persistent": 2, "model.hope.chunk_size": 4,
+        "model.hope.cms_periods": (4, 0), "model.hope.cms_signal": "outer"}
+T = 11  # prefill 4 tokens (one chunk of 4, one compiled shape), then 7 steps crossing 8
 
 
-def _model(name, **over):
-    cfg = tiny_config(**{"model.name": name, **CASES[name], **over})
+def _cfg(name, **over):
+    return tiny_config(**{**TINY, "model.name": name, **over})
+
+
+DECODES = sorted(n for n in MODELS if decode_chunk(_cfg(n).model))
+
+
+def _check_decode_equals_parallel(cfg, t: int, prefill: int):
+    """Prefill `prefill` tokens, step through the rest of t; logits == the parallel forward."""
     model = LM(cfg.model)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
-    return cfg, model, params
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in sorted(CASES)])
-def test_recurrent_equals_parallel(name):
-    cfg, model, params = _model(name)
-    toks = (np.arange(2 * 13).reshape(2, 13) * 37 + 5) % cfg.model.vocab_size
+    toks = (np.arange(2 * t).reshape(2, t) * 37 + 5) % cfg.model.vocab_size
+    params = model.init(jax.random.key(0), jnp.asarray(toks))["params"]
     ref = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(toks)), np.float32)
-    dec = Decoder(cfg.model, params, max_len=16)
-    st = dec.init(batch=2)
-    got, st = dec.prefill(st, toks[:, :6])  # prefill crosses a chunk boundary (C = 4 for hope)
+    np.testing.assert_allclose(_decode(cfg, params, toks, prefill), ref, atol=ATOL, rtol=1e-4)
+
+
+def _decode(cfg, params, toks, prefill: int):
+    dec = Decoder(cfg.model, params, max_len=toks.shape[1])
+    got, st = dec.prefill(dec.init(batch=toks.shape[0]), toks[:, :prefill])
     outs = [np.asarray(got)]
-    for i in range(6, 13):
+    for i in range(prefill, toks.shape[1]):
         lg, st = dec.step(st, toks[:, i])
         outs.append(np.asarray(lg)[:, None])
-    np.testing.assert_allclose(np.concatenate(outs, 1), ref, atol=ATOL, rtol=1e-4)
+    return np.concatenate(outs, 1)
+
+
+@pytest.mark.parametrize("name", DECODES)
+def test_recurrent_equals_parallel(name):
+    _check_decode_equals_parallel(_cfg(name), T, 4)
+
+
+def test_every_model_decodes():
+    """The registry's decode capability is not silently lost (decoding would fall back to
+    recompute): every built-in model decodes at the tiny config."""
+    assert sorted(MODELS) == DECODES
+
+
+@pytest.mark.slow  # the tiny_config width (d=64, 2 layers): HOPE compiles take minutes
+@pytest.mark.parametrize("name", ["hope", "hope_attention", "transformer"])
+def test_recurrent_equals_parallel_wider(name):
+    cfg = tiny_config(**{"model.name": name, "model.hope.cms_signal": "outer",
+                         "model.hope.chunk_size": 4})
+    _check_decode_equals_parallel(cfg, 13, 6)
+
+
+NTP = {"model.hope.cms_signal": "ntp", "model.hope.cms_periods": (4, 8, 0),
+       "model.hope.cms_variant": "nested", "model.hope.cms_lr": 0.5,
+       "model.hope.cms_first_order": True}  # first order: the same updates, half the compile
+
+
+@pytest.mark.parametrize("over", [{}, pytest.param({"model.hope.cms_first_order": False},
+                                                   marks=pytest.mark.slow, id="second_order")])
+def test_hope_ntp_decodes_with_carried_cms_fast_parts(over):
+    """HOPE with in-context CMS levels (ntp, two dynamic levels, nested re-init): the decoder
+    carries the CMS fast parts and commits each segment's update when its last label arrives;
+    logits equal the parallel segment-by-segment forward (which would differ without the
+    updates: cms_lr 0.5)."""
+    # 3 segments of 4: updates of level 0 at 4 and 8, of level 1 at 8
+    _check_decode_equals_parallel(_cfg("hope", **NTP, **over), 12, 5)
 
 
 def test_generate_recurrent_matches_recompute():
-    cfg, model, params = _model("transformer")
+    cfg = _cfg("transformer")
+    model = LM(cfg.model)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
     a = generate(model, params, [1, 2, 3], 8, temperature=0.0, recurrent=True)
     b = generate(model, params, [1, 2, 3], 8, temperature=0.0, recurrent=False)
     assert a == b and len(a) == 8
 
 
 def test_unsupported_models_fall_back():
-    """Titans and in-context-CMS HOPE report no recurrent support (generate then recomputes)."""
-    for name, over in (("titans_lmm", {}), ("hope", {"model.hope.cms_signal": "ntp"})):
-        cfg = tiny_config(**{"model.name": name, **over})
-        assert decode_chunk(cfg.model) == 0
-        with pytest.raises(ValueError, match="cannot decode"):
-            Decoder(cfg.model, None, 8)
+    """Models the registry says cannot decode raise a clear error (generate then recomputes)."""
+    cfg = _cfg("hope", **{"model.hope.cms_signal": "local"})
+    assert decode_chunk(cfg.model) == 0
+    with pytest.raises(ValueError, match="cannot decode"):
+        Decoder(cfg.model, None, 8)
 
 
 def _segmented_hope():

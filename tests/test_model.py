@@ -21,22 +21,36 @@ def _model(name, **kw):
     return cfg, LM(cfg.model)
 
 
+# every registered model at d=16, one layer, T=16 (registry-parametrized: a new model is tested)
+TINY = {"model.d_model": 16, "model.num_layers": 1, "model.num_heads": 2, "model.mlp_hidden": 32,
+        "model.memory.chunk_size": 4, "model.memory.window": 4, "model.memory.segment_len": 4,
+        "model.memory.n_persistent": 2, "model.hope.chunk_size": 4, "data.seq_len": 16}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_causal_and_batch_isolated(name):
-    """Changing tokens at positions >= t leaves logits at positions < t unchanged, and a row's
-    logits do not depend on the other rows of the batch (one compile: same shapes throughout)."""
-    _, model = _model(name)
-    x = _tokens(b=3)
+def test_causal_batch_and_document_isolated(name):
+    """Changing tokens at positions >= t leaves logits at positions < t unchanged; a row's logits
+    do not depend on the other rows of the batch; a packed document ignores the one before it
+    (one compile: same shapes throughout)."""
+    cfg = tiny_config(**{"model.name": name, **TINY})
+    model = LM(cfg.model)
+    x = _tokens(b=3, t=16)
+    seg = jnp.array([[1] * 10 + [2] * 6] * 3)
     params = model.init(jax.random.key(0), x)
-    apply = jax.jit(model.apply)  # eager HOPE would re-trace every scan on every call
-    t = 19
-    a = apply(params, x)
-    b = apply(params, x.at[:, t:].set((x[:, t:] + 7) % 257))
+    apply = jax.jit(lambda p, tk, sg: model.apply(p, tk, segment_ids_BT=sg))
+    ones = jnp.ones_like(seg)
+    t = 11
+    a = apply(params, x, ones)
+    b = apply(params, x.at[:, t:].set((x[:, t:] + 7) % 257), ones)
     np.testing.assert_allclose(a[:, :t], b[:, :t], atol=1e-5, rtol=1e-5)
     assert not np.allclose(a[:, t:], b[:, t:])
-    c = apply(params, x.at[0::2].set(_tokens(b=2, seed=1)))  # rows 0 and 2 replaced
+    c = apply(params, x.at[0::2].set(_tokens(b=2, t=16, seed=1)), ones)  # rows 0, 2 replaced
     np.testing.assert_allclose(a[1], c[1], atol=1e-5, rtol=1e-5)
     assert not np.allclose(a[0], c[0])
+    d = apply(params, x, seg)
+    e = apply(params, x.at[:, :10].set((x[:, :10] + 3) % 257), seg)
+    np.testing.assert_allclose(d[:, 10:], e[:, 10:], atol=1e-5, rtol=1e-5)
+    assert not np.allclose(d[:, :10], e[:, :10])
 
 
 def _unstack(scanned):

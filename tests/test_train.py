@@ -140,6 +140,17 @@ def test_settings_added_to_the_schema_later_do_not_orphan_old_runs():
     assert config_diff(old, current, "config.model")  # without defaults: strict
 
 
+def test_runtime_model_settings_may_change_on_resume():
+    """The attention kernel and query blocking choose how the same function runs (cudnn on the
+    GPU, xla on CPU): changing them is not a different model; any other model key still is."""
+    from hope_jax.train.checkpoint import model_diff
+
+    saved = json.loads(json.dumps(tiny_config().to_dict()["model"]))
+    assert model_diff(saved, {**saved, "attn_impl": "dot_product", "attn_q_block": 64}) == []
+    assert model_diff(saved, {**saved, "d_model": 128}) == [
+        "config.model.d_model: checkpoint 64 vs config 128"]
+
+
 def test_checkpoint_from_other_model_is_refused(tmp_path):
     """Even without config.json, the checkpoint metadata catches a model mismatch."""
     train(tiny_config(**{"train.steps": 2}), str(tmp_path))

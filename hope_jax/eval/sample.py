@@ -1,6 +1,7 @@
 """Text sampling from a trained LM: greedy, temperature and top-k.
 
-Models that decode recurrently (`models/decode.py`: KV cache + carried fast state) are sampled
+Models that decode recurrently (`models/decode.py`: the LM body with a carry — KV caches, fast
+state, CMS fast parts; every built-in model except HOPE with the `local` CMS signal) are sampled
 token by token; the others recompute the causal forward over a fixed-size buffer each token (one
 compiled function for the whole generation), which is exact for every model because all models are
 causal.

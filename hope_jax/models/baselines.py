@@ -20,6 +20,12 @@ memory update is a configuration of the engine (objective, retention, optimizer,
 
 Each block is pre-norm residual: h = x + Mixer(Norm(x)); y = h + SwiGLU(Norm(h)).
 
+Decoding (the LM body's carry, `init_carry`): every mixer carries its memory state (the engine's
+`MemoryState`: S for the linear members, None = TTT's learned W_0 on the first call) and the last
+W-1 inputs of each short conv, so a call on the next tokens continues the sequence exactly. The
+linear members are per-token recurrences whatever the chunking (decode chunk 1); TTT's mini-batch
+is the model, so it decodes in committed chunks of `memory.chunk_size` (`models/decode.py`).
+
 Shape legend: B batch, T time, D width, H heads, K key head dim, V value head dim, E inner width.
 """
 
@@ -34,6 +40,7 @@ import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
 from hope_jax.memory.baselines import BASELINES, engine_spec, linear_memory
+from hope_jax.memory.delta_chunk import init_linear_state
 from hope_jax.memory.rules import gate_bias, squash_gates
 from hope_jax.memory.scan import memory_scan
 from hope_jax.models.transformer import ffn, norm, out_std
@@ -53,12 +60,25 @@ def l2norm(x, eps: float = 1e-6):
     return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, -1, keepdims=True) + eps)).astype(x.dtype)
 
 
-def _proj(cfg, x_BTD, name, heads, dim, *, conv=False, act=None, seg=None, axis="heads"):
-    """x -> [B, T, heads, dim] through a bias-free projection, optional causal conv and act."""
+def _proj(cfg, x_BTD, name, heads, dim, *, conv=False, act=None, seg=None, axis="heads",
+          carry=None, new=None):
+    """x -> [B, T, heads, dim] through a bias-free projection, optional causal conv and act.
+
+    With a decode `carry`, the conv sees the previous call's last W-1 inputs (and their document
+    ids) before this call's, and this call's last W-1 inputs are written into `new["conv"]`.
+    """
     y = DenseGeneral((heads * dim,), ("embed",), (axis,), cfg.init_std, name=name,
                      **_kw(cfg))(x_BTD)
     if conv:
-        y = ShortConv(cfg.memory.conv_width, axis, name=f"{name}_conv", **_kw(cfg))(y, seg)
+        conv_layer = ShortConv(cfg.memory.conv_width, axis, name=f"{name}_conv", **_kw(cfg))
+        if carry is None:
+            y = conv_layer(y, seg)
+        else:
+            w = cfg.memory.conv_width - 1
+            y = jnp.concatenate([carry["conv"][name].astype(y.dtype), y], 1)
+            new["conv"][name] = y[:, y.shape[1] - w:].astype(carry["conv"][name].dtype)
+            seg_w = jnp.concatenate([carry["conv_seg"], seg.astype(jnp.int32)], 1)
+            y = conv_layer(y, seg_w)[:, w:]
     if act is not None:
         y = act(y)
     return y.reshape(x_BTD.shape[:2] + (heads, dim))
@@ -87,11 +107,12 @@ def _a_log_init(key, shape, dtype):
     return jnp.log(jax.random.uniform(key, shape, dtype, 1.0, 16.0))
 
 
-def run_linear_memory(cfg, name, q, k, v, lr, log_a, seg):
-    """Pads T to the chunk, runs the named linear baseline memory, returns [B, T, H, V] (fp32).
+def run_linear_memory(cfg, name, q, k, v, lr, log_a, seg, state=None):
+    """Pads T to the chunk, runs the named linear baseline memory, returns ([B, T, H, V] (fp32),
+    final `MemoryState`), continuing from `state` (None = zero).
 
-    Inputs are [B, T, H, *]; padded tail tokens write nothing (lr 0) and come after every real
-    token, so real outputs are unchanged (read-after-write is still causal).
+    Inputs are [B, T, H, *]; padded tail tokens write nothing (lr 0, no decay) and come after
+    every real token, so real outputs and the final state are unchanged.
     """
     mc, b = cfg.memory, BASELINES[name]
     t = q.shape[1]
@@ -103,10 +124,38 @@ def run_linear_memory(cfg, name, q, k, v, lr, log_a, seg):
     seg_p = None
     if mc.doc_reset and seg is not None:
         seg_p = jnp.pad(seg, ((0, 0), (0, pad)), mode="edge")
-    y, _ = linear_memory(b, bh(q), bh(k), bh(v), jnp.moveaxis(lr, 1, 2),
-                         None if log_a is None else bh(log_a), impl=cfg.baseline.impl,
-                         chunk_size=c, segment_ids_BT=seg_p)
-    return jnp.moveaxis(y, 2, 1)[:, :t]
+    y, state = linear_memory(b, bh(q), bh(k), bh(v), jnp.moveaxis(lr, 1, 2),
+                             None if log_a is None else bh(log_a), impl=cfg.baseline.impl,
+                             chunk_size=c, segment_ids_BT=seg_p, state=state)
+    return jnp.moveaxis(y, 2, 1)[:, :t], state
+
+
+def _carry_out(carry, new, seg, state):
+    """The mixer's new decode carry (None in the parallel forward)."""
+    if carry is None:
+        return None
+    w = new["conv_seg"].shape[1]
+    seg_w = jnp.concatenate([new["conv_seg"], seg.astype(jnp.int32)], 1)
+    return {**new, "conv_seg": seg_w[:, seg_w.shape[1] - w:], "mem": state}
+
+
+def _new(carry):
+    return None if carry is None else {"conv": dict(carry["conv"]), "conv_seg": carry["conv_seg"]}
+
+
+def _fresh(cfg, batch, convs: dict, mem):
+    """A fresh mixer carry: zero conv tails {name: width} (document id 0 matches no token)."""
+    w = cfg.memory.conv_width - 1
+    return {"conv": {n: jnp.zeros((batch, w, f), _f32(cfg)) for n, f in convs.items()},
+            "conv_seg": jnp.zeros((batch, w), jnp.int32), "mem": mem}
+
+
+def _zero_mem(cfg, batch, heads, dk, dv):
+    return init_linear_state(batch, heads, dk, dv, _f32(cfg))
+
+
+def _with_carry(y, carry):
+    return y if carry is None else (y, carry)
 
 
 def _out(cfg, y_BTHV, name="o"):
@@ -120,19 +169,25 @@ class LinearAttentionMixer(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg, batch):
+        return _fresh(cfg, batch, {}, _zero_mem(cfg, batch, cfg.num_heads, cfg.head_dim,
+                                                cfg.head_dim + 1))
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg, h, kd = self.cfg, self.cfg.num_heads, self.cfg.head_dim
+        mem = None if carry is None else carry["mem"]
         phi = lambda z: nn.elu(z) + 1.0  # positive feature map
         q = _proj(cfg, x_BTD, "q", h, kd, act=phi)
         k = _proj(cfg, x_BTD, "k", h, kd, act=phi)
         v = _proj(cfg, x_BTD, "v", h, kd)
         ones = jnp.ones(v.shape[:-1] + (1,), v.dtype)  # value 1: the normaliser's memory
         lr = jnp.ones(x_BTD.shape[:2] + (h,), _f32(cfg))
-        y = run_linear_memory(cfg, "linear_attention", q, k, jnp.concatenate([v, ones], -1),
-                              lr, None, segment_ids_BT)
+        y, mem = run_linear_memory(cfg, "linear_attention", q, k,
+                                   jnp.concatenate([v, ones], -1), lr, None, segment_ids_BT, mem)
         y = y[..., :kd] / (y[..., kd:] + 1e-6)
-        return _out(cfg, y)
+        return _with_carry(_out(cfg, y), _carry_out(carry, _new(carry), segment_ids_BT, mem))
 
 
 class RetNetMixer(nn.Module):
@@ -140,9 +195,15 @@ class RetNetMixer(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg, batch):
+        vd = int(round(cfg.head_dim * (cfg.baseline.expand_v or 2.0)))
+        return _fresh(cfg, batch, {}, _zero_mem(cfg, batch, cfg.num_heads, cfg.head_dim, vd))
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg, h, kd = self.cfg, self.cfg.num_heads, self.cfg.head_dim
+        mem = None if carry is None else carry["mem"]
         vd = int(round(kd * (cfg.baseline.expand_v or 2.0)))
         q = rope(_proj(cfg, x_BTD, "q", h, kd), positions_BT, cfg.rope_theta)
         k = rope(_proj(cfg, x_BTD, "k", h, kd), positions_BT, cfg.rope_theta) * kd**-0.5
@@ -150,10 +211,11 @@ class RetNetMixer(nn.Module):
         log_gamma = jnp.log1p(-(2.0 ** (-5.0 - jnp.arange(h, dtype=_f32(cfg)))))
         log_a = jnp.broadcast_to(log_gamma[None, None, :], x_BTD.shape[:2] + (h,))
         lr = jnp.ones(x_BTD.shape[:2] + (h,), _f32(cfg))
-        y = run_linear_memory(cfg, "retnet", q, k, v, lr, log_a, segment_ids_BT)
+        y, mem = run_linear_memory(cfg, "retnet", q, k, v, lr, log_a, segment_ids_BT, mem)
         y = RMSNorm(cfg.norm_eps, "kv", dtype_of(cfg.param_dtype), name="o_norm")(y)
         g = _proj(cfg, x_BTD, "g", h, vd, act=nn.silu)
-        return _out(cfg, y * g.astype(y.dtype))
+        return _with_carry(_out(cfg, y * g.astype(y.dtype)),
+                           _carry_out(carry, _new(carry), segment_ids_BT, mem))
 
 
 class Mamba2Mixer(nn.Module):
@@ -161,28 +223,41 @@ class Mamba2Mixer(nn.Module):
 
     cfg: ModelConfig
 
-    @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
-        cfg, h = self.cfg, self.cfg.num_heads
+    @staticmethod
+    def _dims(cfg):
+        h = cfg.num_heads
         e = int(round(cfg.baseline.ssm_expand * cfg.d_model))
         e -= e % h
-        p, n = e // h, cfg.baseline.ssm_state
-        seg = segment_ids_BT
+        return h, e, e // h, cfg.baseline.ssm_state
+
+    @staticmethod
+    def init_carry(cfg, batch):
+        h, e, p, n = Mamba2Mixer._dims(cfg)
+        return _fresh(cfg, batch, {"x": e, "B": n, "C": n}, _zero_mem(cfg, batch, h, n, p))
+
+    @nn.compact
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
+        cfg = self.cfg
+        h, e, p, n = self._dims(cfg)
+        seg, new = segment_ids_BT, _new(carry)
+        mem = None if carry is None else carry["mem"]
+        cv = dict(conv=True, act=nn.silu, seg=seg, carry=carry, new=new)
         z = _proj(cfg, x_BTD, "z", 1, e, axis="mlp")[:, :, 0]
-        xs = _proj(cfg, x_BTD, "x", h, p, conv=True, act=nn.silu, seg=seg, axis="mlp")
-        bk = _proj(cfg, x_BTD, "B", 1, n, conv=True, act=nn.silu, seg=seg, axis="kv")
-        cq = _proj(cfg, x_BTD, "C", 1, n, conv=True, act=nn.silu, seg=seg, axis="kv")
+        xs = _proj(cfg, x_BTD, "x", h, p, axis="mlp", **cv)
+        bk = _proj(cfg, x_BTD, "B", 1, n, axis="kv", **cv)
+        cq = _proj(cfg, x_BTD, "C", 1, n, axis="kv", **cv)
         dt = jax.nn.softplus(_gate_logits(cfg, x_BTD, "dt", h)
                              + _head_param(self, "dt_bias", _dt_bias_init, h, cfg))
         a = -jnp.exp(_head_param(self, "A_log", _a_log_init, h, cfg))
         bcast = lambda u: jnp.broadcast_to(u, u.shape[:2] + (h, n))  # one group: shared B, C
-        y = run_linear_memory(cfg, "mamba2", bcast(cq), bcast(bk), xs, dt, dt * a, seg)
+        y, mem = run_linear_memory(cfg, "mamba2", bcast(cq), bcast(bk), xs, dt, dt * a, seg, mem)
         d_skip = _head_param(self, "D", nn.initializers.ones, h, cfg)
         y = y + d_skip[..., None] * xs.astype(y.dtype)
         y = y.reshape(y.shape[:2] + (e,)) * nn.silu(z.astype(y.dtype))
         y = RMSNorm(cfg.norm_eps, "mlp", dtype_of(cfg.param_dtype), name="o_norm")(y)
-        return DenseGeneral((cfg.d_model,), ("mlp",), ("embed",), out_std(cfg), name="o",
-                            **_kw(cfg))(y.astype(dtype_of(cfg.dtype)))
+        y = DenseGeneral((cfg.d_model,), ("mlp",), ("embed",), out_std(cfg), name="o",
+                         **_kw(cfg))(y.astype(dtype_of(cfg.dtype)))
+        return _with_carry(y, _carry_out(carry, new, seg, mem))
 
 
 class DeltaNetMixer(nn.Module):
@@ -191,14 +266,23 @@ class DeltaNetMixer(nn.Module):
     cfg: ModelConfig
     gated: bool = False
 
+    @staticmethod
+    def init_carry(cfg, batch):
+        h, kd = cfg.num_heads, cfg.head_dim
+        vd = int(round(kd * (cfg.baseline.expand_v or 1.0)))
+        return _fresh(cfg, batch, {"q": h * kd, "k": h * kd, "v": h * vd},
+                      _zero_mem(cfg, batch, h, kd, vd))
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg, h, kd = self.cfg, self.cfg.num_heads, self.cfg.head_dim
         vd = int(round(kd * (cfg.baseline.expand_v or 1.0)))
-        seg = segment_ids_BT
-        q = l2norm(_proj(cfg, x_BTD, "q", h, kd, conv=True, act=nn.silu, seg=seg))
-        k = l2norm(_proj(cfg, x_BTD, "k", h, kd, conv=True, act=nn.silu, seg=seg))
-        v = _proj(cfg, x_BTD, "v", h, vd, conv=True, act=nn.silu, seg=seg)
+        seg, new = segment_ids_BT, _new(carry)
+        mem = None if carry is None else carry["mem"]
+        cv = dict(conv=True, act=nn.silu, seg=seg, carry=carry, new=new)
+        q = l2norm(_proj(cfg, x_BTD, "q", h, kd, **cv))
+        k = l2norm(_proj(cfg, x_BTD, "k", h, kd, **cv))
+        v = _proj(cfg, x_BTD, "v", h, vd, **cv)
         beta = jax.nn.sigmoid(_gate_logits(cfg, x_BTD, "beta", h))
         log_a = None
         if self.gated:
@@ -206,11 +290,11 @@ class DeltaNetMixer(nn.Module):
             log_a = -a * jax.nn.softplus(_gate_logits(cfg, x_BTD, "alpha", h)
                                          + _head_param(self, "dt_bias", _dt_bias_init, h, cfg))
         name = "gated_deltanet" if self.gated else "deltanet"
-        y = run_linear_memory(cfg, name, q, k, v, beta, log_a, seg)
+        y, mem = run_linear_memory(cfg, name, q, k, v, beta, log_a, seg, mem)
         y = RMSNorm(cfg.norm_eps, "kv", dtype_of(cfg.param_dtype), name="o_norm")(y)
         if self.gated:
             y = y * nn.silu(_proj(cfg, x_BTD, "g", h, vd).astype(y.dtype))
-        return _out(cfg, y)
+        return _with_carry(_out(cfg, y), _carry_out(carry, new, seg, mem))
 
 
 class TTTMixer(nn.Module):
@@ -219,13 +303,18 @@ class TTTMixer(nn.Module):
     cfg: ModelConfig
     mlp: bool = False
 
+    @staticmethod
+    def init_carry(cfg, batch):
+        hk = cfg.num_heads * cfg.head_dim  # memory None: the learned W_0, made on the first call
+        return _fresh(cfg, batch, {"q": hk, "k": hk}, None)
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg, mc, h, kd = self.cfg, self.cfg.memory, self.cfg.num_heads, self.cfg.head_dim
         b, t, _ = x_BTD.shape
-        seg = segment_ids_BT
-        q = _proj(cfg, x_BTD, "q", h, kd, conv=True, seg=seg)
-        k = _proj(cfg, x_BTD, "k", h, kd, conv=True, seg=seg)
+        seg, new = segment_ids_BT, _new(carry)
+        q = _proj(cfg, x_BTD, "q", h, kd, conv=True, seg=seg, carry=carry, new=new)
+        k = _proj(cfg, x_BTD, "k", h, kd, conv=True, seg=seg, carry=carry, new=new)
         v = _proj(cfg, x_BTD, "v", h, kd)
         bias = _head_param(self, "lr_bias", nn.initializers.constant(
             gate_bias("lr", mc.lr_init, mc.lr_max)), h, cfg)
@@ -248,12 +337,12 @@ class TTTMixer(nn.Module):
         seg_p = None
         if mc.doc_reset and seg is not None:
             seg_p = jnp.pad(seg, ((0, 0), (0, pad)), mode="edge")
-        y, _ = memory_scan(spec, w0, bh(q), bh(k), bh(v), {"lr": jnp.moveaxis(lr, 1, 2)},
-                           segment_ids_BT=seg_p)
+        y, mem = memory_scan(spec, w0, bh(q), bh(k), bh(v), {"lr": jnp.moveaxis(lr, 1, 2)},
+                             segment_ids_BT=seg_p, state=None if carry is None else carry["mem"])
         y = jnp.moveaxis(y, 2, 1)[:, :t]
         y = RMSNorm(cfg.norm_eps, "kv", dtype_of(cfg.param_dtype), name="o_norm")(y)
         y = y * nn.gelu(_proj(cfg, x_BTD, "g", h, kd).astype(y.dtype))
-        return _out(cfg, y)
+        return _with_carry(_out(cfg, y), _carry_out(carry, new, seg, mem))
 
 
 class MixerBlock(nn.Module):
@@ -263,12 +352,22 @@ class MixerBlock(nn.Module):
     mixer: ClassVar = None
     mixer_kw: ClassVar = {}
 
+    @classmethod
+    def init_carry(cls, cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        """The mixer's fresh decode carry (memory state, conv tails); no KV cache."""
+        return {"mixer": cls.mixer.init_carry(cfg, batch)}
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        h = x_BTD + self.mixer(cfg, name="mixer", **self.mixer_kw)(
-            norm(cfg, "mix_norm")(x_BTD), positions_BT, segment_ids_BT)
-        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        mixer = self.mixer(cfg, name="mixer", **self.mixer_kw)
+        xn = norm(cfg, "mix_norm")(x_BTD)
+        if carry is None:
+            h = x_BTD + mixer(xn, positions_BT, segment_ids_BT)
+            return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        y, state = mixer(xn, positions_BT, segment_ids_BT, carry["mixer"])
+        h = x_BTD + y
+        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), {"mixer": state}
 
 
 def _block(name, mixer, **kw):

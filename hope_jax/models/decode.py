@@ -1,6 +1,7 @@
 """Recurrent (token-by-token) decoding that carries KV caches and fast-memory state.
 
-The parallel forward (`LM`) recomputes everything; decoding instead keeps per-layer state:
+A driver around the one LM body (`models/lm.py`): the parallel forward recomputes everything;
+decoding calls the same `LM` with its per-layer carry (`registry.init_carry`):
   * attention (Transformer++, Hope-Attention): a KV cache (`nn.attention.init_cache`);
   * HOPE's self-modifying Titans mixer: its fast weights, optimizer state and conv tails.
 
@@ -12,9 +13,8 @@ partial chunk sit in a buffer and each step reruns that one chunk (padded to C; 
 after the real tokens, and every mixer is causal, so the real tokens' outputs are exact) from
 the committed state. Per-token cost is one C-token forward; C = 1 for pure attention.
 
-Models whose parallel forward cannot be replayed this way (Titans blocks: their NeuralMemory
-has no state carry yet; HOPE with `ntp`/`local` in-context CMS updates) report
-`decode_chunk(cfg) == 0` and callers fall back to the exact recompute path (`eval/sample.py`).
+C comes from the model registry (`ModelSpec.decode_chunk`); models that cannot be replayed this
+way report 0 and callers fall back to the exact recompute path (`eval/sample.py`).
 
 Shape legend: B batch, T time, C chunk, D width, V vocabulary, L layers.
 """
@@ -29,81 +29,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from hope_jax.config import ModelConfig
-from hope_jax.models.lm import MODELS
-from hope_jax.models.transformer import norm
-from hope_jax.nn.attention import init_cache
-from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
+from hope_jax.models.lm import LM
+from hope_jax.models.ntp import ntp_init, ntp_inputs, ntp_logits, ntp_segment, ntp_step
+from hope_jax.models.registry import init_carry, model_spec
 
 
 def decode_chunk(cfg: ModelConfig) -> int:
     """Tokens per committed decode step (C), or 0 when the model cannot decode recurrently."""
-    if cfg.name == "transformer":
-        return 1
-    if cfg.name not in ("hope", "hope_attention"):
-        return 0
-    hc = cfg.hope
-    if hc.cms_signal != "outer" and any(hc.cms_periods):  # in-context CMS learning: no replay
-        return 0
-    if cfg.name == "hope_attention":
-        return 1
-    return math.lcm(hc.chunk_size, hc.other_chunk_size or hc.chunk_size)
+    return model_spec(cfg).decode_chunk(cfg)
 
 
-def _call_block(blk, cfg: ModelConfig, x, pos, seg, state, max_len: int):
-    if cfg.name == "transformer":
-        if state is None:
-            state = init_cache(x.shape[0], max_len, cfg.kv_heads, cfg.head_dim,
-                               jnp.promote_types(dtype_of(cfg.dtype), jnp.float32))
-        return blk(x, pos, seg, cache=state)
-    n = len(cfg.hope.cms_periods)
-    carry = {"mixer": state, "deltas": (None,) * n, "keeps": (None,) * n, "zs": (None,) * n,
-             "max_len": max_len}
-    return blk(x, pos, seg, carry)
-
-
-class _Cell(nn.Module):
-    cfg: ModelConfig
-    max_len: int
-
-    @nn.compact
-    def __call__(self, x, pos, seg, state):
-        blk = MODELS[self.cfg.name](self.cfg, name="block")
-        return _call_block(blk, self.cfg, x, pos, seg, state, self.max_len)
-
-
-class DecodeLM(nn.Module):
-    """The `LM` (same parameter tree) run on a slice of tokens with carried per-layer state."""
+class _NtpDriver(nn.Module):
+    """The `ntp` segment driver around the LM body (params {"ntp": ...}, as `LM`'s): commits one
+    labelled segment (CMS update) or returns a partial segment's logits without committing."""
 
     cfg: ModelConfig
-    max_len: int
+    context: int
+    commit: bool
 
     @nn.compact
-    def __call__(self, tokens_BT, positions_BT, segment_ids_BT, states):
-        """Returns (logits [B, T, V], new per-layer states stacked on a leading [L] axis)."""
-        cfg = self.cfg
-        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-        embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dt, pdt, name="embed")
-        x = embed(tokens_BT)
-        if cfg.scan_layers:
-            stack = nn.scan(_Cell, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            x, states = stack(cfg, self.max_len, name="blocks")(x, positions_BT, segment_ids_BT,
-                                                                states)
-        else:
-            new = []
-            for i in range(cfg.num_layers):
-                st = None if states is None else jax.tree_util.tree_map(lambda a, i=i: a[i], states)
-                blk = MODELS[cfg.name](cfg, name=f"block_{i}")
-                x, st = _call_block(blk, cfg, x, positions_BT, segment_ids_BT, st, self.max_len)
-                new.append(st)
-            states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *new)
-        x = norm(cfg, "final_norm")(x)
-        if cfg.tie_embeddings:
-            return embed.attend(x), states
-        head = DenseGeneral((cfg.vocab_size,), ("embed",), ("vocab",), cfg.init_std, dt, pdt,
-                            name="head")
-        return head(x), states
+    def __call__(self, carry, xs):
+        body = LM(self.cfg, name="ntp")
+        if self.commit:
+            return ntp_step(body, self.cfg, self.context, carry, xs)
+        return carry, ntp_logits(body, self.cfg, carry, xs)
+
+
+def _positions(tokens_BT, start):
+    b, t = tokens_BT.shape
+    return (jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t)),
+            jnp.ones((b, t), jnp.int32))
 
 
 class Decoder:
@@ -121,22 +76,46 @@ class Decoder:
         if not self.chunk:
             raise ValueError(f"model {cfg.name!r} with this config cannot decode recurrently")
         self.cfg, self.params = cfg, params
+        # in-context CMS (ntp): the LM runs in segments of S tokens of a max_len-token sequence
+        self.segment = ntp_segment(cfg, max_len) if model_spec(cfg).supports_ntp else 0
+        if self.segment:
+            self.chunk = self.segment
+            if params is not None and "ntp" not in params:
+                raise ValueError(
+                    "in-context CMS (ntp) decoding needs the params of the segment body ('ntp'); "
+                    "these were initialised on a sequence no longer than the fastest CMS period")
+        self.context = max_len
         self.max_len = max_len + self.chunk  # room for the padded partial chunk
-        model = DecodeLM(cfg, self.max_len)
+        model = LM(cfg)
 
         @jax.jit
         def run(params, states, tokens_BT, start):
-            b, t = tokens_BT.shape
-            pos = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-            seg = jnp.ones((b, t), jnp.int32)
+            pos, seg = _positions(tokens_BT, start)
             logits, new = model.apply({"params": params}, tokens_BT, pos, seg, states)
             return logits.astype(jnp.float32), new
 
+        def segment_fn(commit: bool):
+            driver = _NtpDriver(cfg, self.context, commit)
+
+            @jax.jit
+            def fn(params, carry, tokens_BT, start):
+                xs = ntp_inputs(cfg, tokens_BT, *_positions(tokens_BT, start))
+                xs = jax.tree_util.tree_map(lambda a: a[:, : self.chunk], xs)
+                carry, logits = driver.apply({"params": params}, carry, xs)
+                return logits.astype(jnp.float32), carry
+
+            return fn
+
         self._run = run
+        self._commit_segment, self._peek_segment = segment_fn(True), segment_fn(False)
 
     def init(self, batch: int = 1) -> dict:
         """A fresh decode state: nothing committed, an empty partial-chunk buffer."""
-        return {"states": None, "len": 0, "buf": np.zeros((batch, self.chunk), np.int32), "n": 0}
+        if self.segment:  # the buffer holds a segment and the first token after it (its label)
+            return {"states": ntp_init(self.cfg, batch, self.context, self.max_len), "len": 0,
+                    "buf": np.zeros((batch, self.chunk + 1), np.int32), "n": 0}
+        return {"states": init_carry(self.cfg, batch, self.max_len), "len": 0,
+                "buf": np.zeros((batch, self.chunk), np.int32), "n": 0}
 
     def _commit(self, st, tokens_BT):
         logits, states = self._run(self.params, st["states"], jnp.asarray(tokens_BT),
@@ -147,7 +126,16 @@ class Decoder:
         """Feeds a prompt [B, T]; returns its logits [B, T, V] (fp32) and the new state."""
         tokens_BT = np.asarray(tokens_BT, np.int32)
         outs, t0 = [], 0
-        if st["n"] == 0:
+        if self.segment and st["n"] == 0:  # commit every segment whose last label is known
+            s = self.chunk
+            while t0 + s < tokens_BT.shape[1]:
+                logits, carry = self._commit_segment(self.params, st["states"],
+                                                     jnp.asarray(tokens_BT[:, t0:t0 + s + 1]),
+                                                     jnp.int32(st["len"]))
+                st = {**st, "states": carry, "len": st["len"] + s}
+                outs.append(logits)
+                t0 += s
+        elif st["n"] == 0:
             full = (tokens_BT.shape[1] // self.chunk) * self.chunk
             while t0 < full:  # power-of-two multiples of C: few distinct compiled shapes
                 size = self.chunk * 2 ** int(math.log2((full - t0) // self.chunk))
@@ -161,6 +149,8 @@ class Decoder:
 
     def step(self, st: dict, token_B) -> tuple[jax.Array, dict]:
         """Feeds one token per row; returns next-token logits [B, V] (fp32) and the new state."""
+        if self.segment:
+            return self._segment_step(st, token_B)
         buf = st["buf"].copy()
         n = st["n"]
         buf[:, n] = np.asarray(token_B, np.int32)
@@ -170,3 +160,20 @@ class Decoder:
             return logits[:, n], {"states": states, "len": st["len"] + self.chunk,
                                   "buf": np.zeros_like(buf), "n": 0}
         return logits[:, n], {**st, "buf": buf, "n": n + 1}
+
+    def _segment_step(self, st: dict, token_B) -> tuple[jax.Array, dict]:
+        """`ntp`: a segment is committed (its CMS update applied, Eq. 71) once the token after it,
+        its last label, arrives; until then its tokens' logits come from the committed state."""
+        s, buf, n = self.chunk, st["buf"].copy(), st["n"]
+        buf[:, n] = np.asarray(token_B, np.int32)
+        n += 1
+        if n == s + 1:
+            _, carry = self._commit_segment(self.params, st["states"], jnp.asarray(buf),
+                                            jnp.int32(st["len"]))
+            st = {"states": carry, "len": st["len"] + s}
+            buf = np.zeros_like(buf)
+            buf[:, 0] = np.asarray(token_B, np.int32)
+            n = 1
+        logits, _ = self._peek_segment(self.params, st["states"], jnp.asarray(buf[:, :s]),
+                                       jnp.int32(st["len"]))
+        return logits[:, n - 1], {**st, "buf": buf, "n": n}

@@ -7,14 +7,13 @@
                                                 independent variant h + sum_l a_l MLP_l(Norm_l(h))
                                                 (Eq. 74); `nested` = sequential + Eq. 72 re-init.
 
-The block runs in two modes:
-  * stack mode `block(x, positions, segment_ids) -> x` (the LM's usual layer stack): CMS levels
-    are static FFNs, or run their own `local` update (memory/cms.py);
-  * segment mode `block(x, positions, segment_ids, carry) -> (x, mixer_state)`: used by the LM
-    when CMS levels learn from the next-token loss (`ntp`): carry = {"mixer": state or None,
-    "deltas": per-level fast parts (None for static levels), "keeps": per-level token masks,
-    "zs": zero-valued stand-ins for a new document's Delta}; `max_len` (attribute) sizes the KV
-    cache of Hope-Attention.
+The block is called as `block(x, positions, segment_ids, carry=None)` by the one LM body:
+  * carry None: CMS levels are static FFNs, or run their own `local` update (memory/cms.py);
+  * carry {"mixer": state or None, ...}: the mixer continues from its state (Hope-Attention: a KV
+    cache from `init_carry`; self-modifying Titans: fast weights, optimizer state, conv tails,
+    None = fresh from the meta-learned initial state) and (x, new carry) is returned. The `ntp`
+    segment driver adds per-level CMS fast parts: "deltas" (None for static levels), "keeps"
+    (per-level token masks) and "zs" (zero-valued stand-ins for a new document's Delta).
 
 Shape legend: B batch, T time, D width.
 """
@@ -37,25 +36,23 @@ class AttentionMixer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT, state=None, max_len: int = 0):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, state=None):
+        """Returns (y, new KV cache); the cache (`init_carry`) is None in the parallel forward."""
         cfg = self.cfg
         attn = Attention(cfg.num_heads, cfg.kv_heads, cfg.head_dim, 0, cfg.rope_theta,
                          cfg.init_std, out_std(cfg), dtype_of(cfg.dtype), dtype_of(cfg.param_dtype),
-                         q_block=cfg.attn_q_block, name="attn")
-        if state is None and not max_len:
-            return attn(x_BTD, positions_BT, segment_ids_BT), None
+                         q_block=cfg.attn_q_block, impl=cfg.attn_impl, name="attn")
         if state is None:
-            state = init_cache(x_BTD.shape[0], max_len, cfg.kv_heads, cfg.head_dim,
-                               jnp.promote_types(dtype_of(cfg.dtype), jnp.float32))
+            return attn(x_BTD, positions_BT, segment_ids_BT), None
         return attn(x_BTD, positions_BT, segment_ids_BT, cache=state)
 
 
-def _mixer(cfg: ModelConfig, attention: bool) -> nn.Module:
+def _mixer(cfg: ModelConfig, attention: bool, name: str | None = "mixer") -> nn.Module:
     if attention:
-        return AttentionMixer(cfg, name="mixer")
+        return AttentionMixer(cfg, name=name)
     from hope_jax.memory.self_modifying import SelfModifyingTitans
 
-    return SelfModifyingTitans(cfg, out_std=out_std(cfg), name="mixer")
+    return SelfModifyingTitans(cfg, out_std=out_std(cfg), name=name)
 
 
 class HopeBlock(nn.Module):
@@ -63,34 +60,35 @@ class HopeBlock(nn.Module):
 
     cfg: ModelConfig
     attention: bool = False
-    max_len: int = 0  # sequence length in segment mode (size of the attention KV cache)
-    supports_ntp = True  # the LM may run it segment by segment with CMS fast weights (ntp)
+
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        """The self-modifying mixer's fresh state (pure; replaced by the meta-learned initial
+        weights before the first token, `memory/frame.py`)."""
+        return {"mixer": _mixer(cfg, False, None).init_state(batch)}
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg, hc = self.cfg, self.cfg.hope
         mixer = _mixer(cfg, self.attention)
         h_in = norm(cfg, "mixer_norm")(x_BTD)
-        if carry is None:
-            y, _ = mixer(h_in, positions_BT, segment_ids_BT)
-            state = None
-        elif self.attention:
-            y, state = mixer(h_in, positions_BT, segment_ids_BT, carry["mixer"], self.max_len)
-        else:
-            y, state = mixer(h_in, positions_BT, segment_ids_BT, carry["mixer"])
+        y, state = mixer(h_in, positions_BT, segment_ids_BT,
+                         None if carry is None else carry["mixer"])
         h = x_BTD + y.astype(x_BTD.dtype)
         levels = [cms.CMSLevel(cfg.hidden, cfg.init_std, out_std(cfg), dtype_of(cfg.param_dtype),
                                name=f"cms_{i}")(cfg.d_model) for i in range(len(hc.cms_periods))]
         h = self._cms(levels, h, positions_BT, segment_ids_BT, carry)
-        return h if carry is None else (h, state)
+        return h if carry is None else (h, {**carry, "mixer": state})
 
     def _cms(self, levels, h, positions_BT, segment_ids_BT, carry):
         cfg, hc = self.cfg, self.cfg.hope
         dt = dtype_of(cfg.dtype)
         t = h.shape[1]
 
+        deltas = (carry or {}).get("deltas") or (None,) * len(levels)
+
         def run(i, p, x):
-            if carry is not None and carry["deltas"][i] is not None:
+            if deltas[i] is not None:
                 return cms.level_forward(p, x, carry["deltas"][i], carry["keeps"][i],
                                          cfg.norm_eps, dt, carry["zs"][i])
             period = hc.cms_periods[i]
@@ -116,3 +114,9 @@ class HopeAttentionBlock(HopeBlock):
     """Hope-Attention (SPEC §4.5): global softmax attention -> CMS (model name `hope_attention`)."""
 
     attention: bool = True
+
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        """An empty KV cache of `max_len` tokens for the attention mixer."""
+        return {"mixer": init_cache(batch, max_len, cfg.kv_heads, cfg.head_dim,
+                                    jnp.promote_types(dtype_of(cfg.dtype), jnp.float32))}

@@ -15,6 +15,8 @@ them (the structure of TTT-E2E). For segment c:
 
 The outer gradient flows through these inner steps (second order) unless `cms_first_order`.
 Logits are returned for every token, so the outer training loss is the usual one.
+The segment is run by the one LM body (`models/lm.py` `LM` with a carry, named "ntp" in the
+parameter tree); this module is only the driver around it.
 
 Shape legend: B batch, T time, S segment, N segments, D width, V vocabulary, L layers.
 """
@@ -28,8 +30,8 @@ import optax
 
 from hope_jax.config import ModelConfig
 from hope_jax.memory import cms
-from hope_jax.models.transformer import norm
-from hope_jax.nn.layers import DenseGeneral, Embed, dtype_of
+from hope_jax.models.registry import init_carry
+from hope_jax.nn.layers import dtype_of
 
 
 def ntp_segment(cfg: ModelConfig, t: int) -> int:
@@ -41,131 +43,123 @@ def ntp_segment(cfg: ModelConfig, t: int) -> int:
     return live[0] if live else 0
 
 
-class _Cell(nn.Module):
-    block_cls: type[nn.Module]
-    cfg: ModelConfig
-    max_len: int
-
-    @nn.compact
-    def __call__(self, x, positions, segment_ids, state, deltas, keeps, zs):
-        carry = {"mixer": state, "deltas": deltas, "keeps": keeps, "zs": zs}
-        block = self.block_cls(self.cfg, max_len=self.max_len, name="block")
-        return block(x, positions, segment_ids, carry)
-
-
-class SegmentBody(nn.Module):
-    """embed -> blocks in segment mode -> norm -> logits, for one segment."""
-
-    cfg: ModelConfig
-    block_cls: type[nn.Module]
-    max_len: int
-
-    @nn.compact
-    def __call__(self, tokens_BS, positions_BS, segment_ids_BS, states, deltas, keeps, zs):
-        cfg = self.cfg
-        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-        embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dt, pdt, name="embed")
-        x = embed(tokens_BS)
-        if cfg.scan_layers:
-            cell = nn.scan(_Cell, variable_axes={"params": 0}, split_rngs={"params": True},
-                           in_axes=(nn.broadcast, nn.broadcast, 0, 0, nn.broadcast, 0),
-                           length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, states = cell(self.block_cls, cfg, self.max_len, name="blocks")(
-                x, positions_BS, segment_ids_BS, states, deltas, keeps, zs)
-        else:
-            new = []
-            for i in range(cfg.num_layers):
-                st = None if states is None else jax.tree_util.tree_map(lambda a, i=i: a[i], states)
-                dl, z = jax.tree_util.tree_map(lambda a, i=i: a[i], (deltas, zs))
-                x, st = _Cell(self.block_cls, cfg, self.max_len, name=f"block_{i}")(
-                    x, positions_BS, segment_ids_BS, st, dl, keeps, z)
-                new.append(st)
-            states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *new)
-        x = norm(cfg, "final_norm")(x)
-        if cfg.tie_embeddings:
-            return embed.attend(x), states
-        head = DenseGeneral((cfg.vocab_size,), ("embed",), ("vocab",), cfg.init_std, dt, pdt,
-                            name="head")
-        return head(x), states
-
-
 def _level_w0(mdl: nn.Module, cfg: ModelConfig, i: int) -> dict:
     """W0 of CMS level i for every layer, stacked [L, ...] (for the nested re-init, Eq. 72)."""
     params = nn.unbox(mdl.variables["params"])
     if cfg.scan_layers:
         p = params["blocks"]["block"][f"cms_{i}"]
         return {k: p[k] for k in cms.LEVEL_KEYS}
-    ps = [params[f"block_{j}"]["block"][f"cms_{i}"] for j in range(cfg.num_layers)]
+    ps = [params[f"block_{j}"][f"cms_{i}"] for j in range(cfg.num_layers)]
     return {k: jnp.stack([p[k] for p in ps]) for k in cms.LEVEL_KEYS}
 
 
-def ntp_forward(cfg: ModelConfig, block_cls, tokens_BT, positions_BT, segment_ids_BT):
-    """Logits [B, T, V] of the LM run segment by segment with `ntp` CMS updates (module doc)."""
-    hc = cfg.hope
-    b, t = tokens_BT.shape
-    s = ntp_segment(cfg, t)
-    if t % s:
-        raise ValueError(f"sequence length {t} must be a multiple of the fastest CMS period {s}")
-    n = t // s
-    dyn = cms.dynamic_levels(hc.cms_periods, t)
-    starts = jnp.zeros((b, t), bool)
-    if not hc.persist_state:
+def ntp_inputs(cfg: ModelConfig, tokens_BT, positions_BT, segment_ids_BT) -> dict:
+    """Per-token inputs of the segment steps: tokens, positions, documents, next-token labels
+    ("nxt"), which labels count ("ok": same document, not the row's last token) and document
+    starts ("starts", none with `persist_state`), all [B, T]."""
+    b = tokens_BT.shape[0]
+    starts = jnp.zeros(tokens_BT.shape, bool)
+    if not cfg.hope.persist_state:
         starts = cms.doc_starts(segment_ids_BT, positions_BT)
     nxt = jnp.concatenate([tokens_BT[:, 1:], tokens_BT[:, -1:]], axis=1)
     ok = jnp.concatenate([segment_ids_BT[:, 1:] == segment_ids_BT[:, :-1],
                           jnp.zeros((b, 1), bool)], axis=1) & (segment_ids_BT > 0)
     ok = ok & ~jnp.concatenate([starts[:, 1:], jnp.zeros((b, 1), bool)], axis=1)
-    seg_xs = {"tok": tokens_BT, "pos": positions_BT, "seg": segment_ids_BT, "nxt": nxt,
-              "ok": ok, "starts": starts}
-    seg_xs = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a.reshape(b, n, s), 1, 0), seg_xs)
+    return {"tok": tokens_BT, "pos": positions_BT, "seg": segment_ids_BT, "nxt": nxt, "ok": ok,
+            "starts": starts}
 
+
+def ntp_init(cfg: ModelConfig, batch: int, context: int, cache_len: int = 0) -> tuple:
+    """The driver's carry before the first segment of a `context`-token sequence: (mixer states,
+    per-level Delta, gradient sums, new-document gradient sums, reset flags, segment counter);
+    `cache_len` (default `context`) sizes an attention mixer's KV cache."""
+    dyn = cms.dynamic_levels(cfg.hope.cms_periods, context)
     fdt = jnp.promote_types(dtype_of(cfg.param_dtype), jnp.float32)
     shapes = {"gate": (cfg.d_model, cfg.hidden), "up": (cfg.d_model, cfg.hidden),
               "down": (cfg.hidden, cfg.d_model)}
-    zeros = {k: jnp.zeros((cfg.num_layers, b) + sh, fdt) for k, sh in shapes.items()}
+    zeros = {k: jnp.zeros((cfg.num_layers, batch) + sh, fdt) for k, sh in shapes.items()}
     deltas0 = tuple(zeros if d else None for d in dyn)
-    resets0 = tuple(jnp.zeros((b,), bool) if d else None for d in dyn)
-    body = SegmentBody(cfg, block_cls, t, name="ntp")
+    resets0 = tuple(jnp.zeros((batch,), bool) if d else None for d in dyn)
+    mixer0 = init_carry(cfg, batch, cache_len or context)["mixer"]  # KV cache / fresh state
+    return (mixer0, deltas0, deltas0, deltas0, resets0, jnp.zeros((), jnp.int32))
 
-    def seg_loss(mdl, deltas, zs, states, xs, keeps):
-        logits, new_states = mdl(xs["tok"], xs["pos"], xs["seg"], states, deltas, keeps, zs)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                              xs["nxt"])
-        return jnp.sum(nll * xs["ok"]), (logits, new_states)
+
+def _seg_loss(mdl, cfg, deltas, zs, states, xs, keeps):
+    keeps_L = jax.tree_util.tree_map(lambda k: jnp.broadcast_to(k, (cfg.num_layers,) + k.shape),
+                                     keeps)
+    layer_carry = {"mixer": states, "deltas": deltas, "keeps": keeps_L, "zs": zs}
+    logits, new = mdl(xs["tok"], xs["pos"], xs["seg"], layer_carry)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), xs["nxt"])
+    return jnp.sum(nll * xs["ok"]), (logits, new["mixer"])
+
+
+def _keeps(carry, xs):
+    return tuple(None if r is None else cms.keep_mask(r, xs["starts"]) for r in carry[4])
+
+
+def ntp_logits(mdl: nn.Module, cfg: ModelConfig, carry: tuple, xs: dict):
+    """Logits of one (possibly partial) segment from the driver's carry, without committing it."""
+    states, deltas = carry[0], carry[1]
+    zs = jax.tree_util.tree_map(jnp.zeros_like, deltas)
+    return _seg_loss(mdl, cfg, deltas, zs, states, xs, _keeps(carry, xs))[1][0]
+
+
+def ntp_step(mdl: nn.Module, cfg: ModelConfig, context: int, carry: tuple, xs: dict):
+    """One segment (module doc, steps 1-3): returns (carry after it, its logits [B, S, V]).
+
+    `xs` are the segment's `ntp_inputs` (labels included: the label of its last token is the
+    next segment's first token); `context` is the sequence length (which levels are dynamic)."""
+    hc = cfg.hope
+    s = ntp_segment(cfg, context)
+    dyn = cms.dynamic_levels(hc.cms_periods, context)
+    states, deltas, accs, acc_zs, resets, c = carry
+    keeps = _keeps(carry, xs)
+    zs = jax.tree_util.tree_map(jnp.zeros_like, deltas)
+    (_, (logits, states)), (grads, grads_z) = nn.value_and_grad(
+        lambda m, d, z: _seg_loss(m, cfg, d, z, states, xs, keeps), mdl, deltas, zs,
+        has_aux=True)
+    if hc.cms_first_order:
+        grads, grads_z = jax.lax.stop_gradient((grads, grads_z))
+    new_d, new_a, new_z, new_r = [], [], [], []
+    for i, live in enumerate(dyn):
+        if not live:
+            for lst in (new_d, new_a, new_z, new_r):
+                lst.append(None)
+            continue
+        at = ((c + 1) * s) % hc.cms_periods[i] == 0
+        # the layer axis leads the deltas; the reset flag is per sequence (shared by layers)
+        out = jax.vmap(cms.boundary_update, (0, 0, 0, None, 0, 0, None, None, None),
+                       (0, 0, 0, None))(deltas[i], accs[i], acc_zs[i], resets[i], grads[i],
+                                        grads_z[i], xs["starts"], at, hc.cms_lr)
+        for lst, v in zip((new_d, new_a, new_z, new_r), out):
+            lst.append(v)
+    if hc.cms_variant == "nested":  # Eq. 72: slower level l+1 re-initialises level l
+        for i in range(len(dyn) - 2, -1, -1):
+            if dyn[i] and dyn[i + 1]:
+                at = ((c + 1) * s) % hc.cms_periods[i + 1] == 0
+                w_hi, w_lo = _level_w0(mdl, cfg, i + 1), _level_w0(mdl, cfg, i)
+                init = {k: (w_hi[k] - w_lo[k])[:, None] + new_d[i + 1][k] for k in w_hi}
+                new_d[i] = {k: jnp.where(at, init[k], new_d[i][k]) for k in init}
+    return (states, tuple(new_d), tuple(new_a), tuple(new_z), tuple(new_r), c + 1), logits
+
+
+def ntp_forward(body: nn.Module, cfg: ModelConfig, tokens_BT, positions_BT, segment_ids_BT):
+    """Logits [B, T, V] of the LM run segment by segment with `ntp` CMS updates (module doc).
+
+    `body` is the LM body (`LM(cfg, name="ntp")`), called on one segment with a carry."""
+    b, t = tokens_BT.shape
+    s = ntp_segment(cfg, t)
+    if t % s:
+        raise ValueError(f"sequence length {t} must be a multiple of the fastest CMS period {s}")
+    n = t // s
+    seg_xs = ntp_inputs(cfg, tokens_BT, positions_BT, segment_ids_BT)
+    seg_xs = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a.reshape(b, n, s), 1, 0), seg_xs)
 
     def step(mdl, carry, xs):
-        states, deltas, accs, acc_zs, resets, c = carry
-        keeps = tuple(None if r is None else cms.keep_mask(r, xs["starts"]) for r in resets)
-        zs = jax.tree_util.tree_map(jnp.zeros_like, deltas)
-        (_, (logits, states)), (grads, grads_z) = nn.value_and_grad(
-            lambda m, d, z: seg_loss(m, d, z, states, xs, keeps), mdl, deltas, zs, has_aux=True)
-        if hc.cms_first_order:
-            grads, grads_z = jax.lax.stop_gradient((grads, grads_z))
-        new_d, new_a, new_z, new_r = [], [], [], []
-        for i, live in enumerate(dyn):
-            if not live:
-                for lst in (new_d, new_a, new_z, new_r):
-                    lst.append(None)
-                continue
-            at = ((c + 1) * s) % hc.cms_periods[i] == 0
-            # the layer axis leads the deltas; the reset flag is per sequence (shared by layers)
-            out = jax.vmap(cms.boundary_update, (0, 0, 0, None, 0, 0, None, None, None),
-                           (0, 0, 0, None))(deltas[i], accs[i], acc_zs[i], resets[i], grads[i],
-                                            grads_z[i], xs["starts"], at, hc.cms_lr)
-            for lst, v in zip((new_d, new_a, new_z, new_r), out):
-                lst.append(v)
-        if hc.cms_variant == "nested":  # Eq. 72: slower level l+1 re-initialises level l
-            for i in range(len(dyn) - 2, -1, -1):
-                if dyn[i] and dyn[i + 1]:
-                    at = ((c + 1) * s) % hc.cms_periods[i + 1] == 0
-                    w_hi, w_lo = _level_w0(mdl, cfg, i + 1), _level_w0(mdl, cfg, i)
-                    init = {k: (w_hi[k] - w_lo[k])[:, None] + new_d[i + 1][k] for k in w_hi}
-                    new_d[i] = {k: jnp.where(at, init[k], new_d[i][k]) for k in init}
-        return (states, tuple(new_d), tuple(new_a), tuple(new_z), tuple(new_r), c + 1), logits
+        return ntp_step(mdl, cfg, t, carry, xs)
 
     first = jax.tree_util.tree_map(lambda a: a[0], seg_xs)
-    carry, logits0 = step(body, (None, deltas0, deltas0, deltas0, resets0,
-                                 jnp.zeros((), jnp.int32)), first)
+    carry, logits0 = step(body, ntp_init(cfg, b, t), first)
     if n == 1:
         return logits0
     rest = jax.tree_util.tree_map(lambda a: a[1:], seg_xs)

@@ -8,7 +8,8 @@ so `model.num_layers` counts (Mamba2 + MLP, SWA + MLP) pairs. The Mamba layer is
 SSD mixer of `hope_jax.models.baselines` (dot-product memory with data-dependent scalar decay, run
 by the same engine); Samba used Mamba-1, we use the Mamba2 form the issue asks for. SWA is RoPE
 softmax attention over the last `model.memory.window` tokens within the document, computed
-blockwise (O(T * window)); Samba's window is 2048.
+blockwise (O(T * window), the one `nn.attention.Attention`); Samba's window is 2048.
+Decoding carries the Mamba2 mixer's state and conv tails and the SWA's KV cache.
 
 Shape legend: B batch, T time, D width, H heads, K head dim.
 """
@@ -16,32 +17,13 @@ Shape legend: B batch, T time, D width, H heads, K head dim.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
 from hope_jax.models.baselines import Mamba2Mixer
-from hope_jax.models.titans import local_attention
 from hope_jax.models.transformer import ffn, norm, out_std
-from hope_jax.nn.layers import DenseGeneral, dtype_of, rope
-
-
-class SlidingWindowAttention(nn.Module):
-    """Causal RoPE attention to the last `window` tokens of the same document."""
-
-    cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
-        cfg = self.cfg
-        kw = dict(dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype))
-        h, kd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
-        proj = lambda n: DenseGeneral((h, kd), ("embed",), ("heads", "kv"), cfg.init_std,
-                                      name=n, **kw)(x_BTD)
-        q = rope(proj("q"), positions_BT, cfg.rope_theta)
-        k = rope(proj("k"), positions_BT, cfg.rope_theta)
-        window = cfg.memory.window
-        o = local_attention(q, k, proj("v"), segment_ids_BT, block=min(window, x_BTD.shape[1]),
-                            look_back=True, window=window)
-        return DenseGeneral((d,), ("heads", "kv"), ("embed",), out_std(cfg), name="o", **kw)(o)
+from hope_jax.nn.attention import Attention, init_cache
+from hope_jax.nn.layers import dtype_of
 
 
 class SambaBlock(nn.Module):
@@ -49,12 +31,26 @@ class SambaBlock(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        return {"mamba": Mamba2Mixer.init_carry(cfg, batch),
+                "swa": init_cache(batch, max_len, cfg.num_heads, cfg.head_dim,
+                                  jnp.promote_types(dtype_of(cfg.dtype), jnp.float32))}
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        h = x_BTD + Mamba2Mixer(cfg, name="mamba")(norm(cfg, "mamba_norm")(x_BTD), positions_BT,
-                                                    segment_ids_BT)
+        get = (lambda k: None) if carry is None else carry.get
+        m = Mamba2Mixer(cfg, name="mamba")(norm(cfg, "mamba_norm")(x_BTD), positions_BT,
+                                           segment_ids_BT, get("mamba"))
+        m, mamba = (m, None) if carry is None else m
+        h = x_BTD + m
         h = h + ffn(cfg, "mlp_1")(norm(cfg, "mlp_1_norm")(h))
-        h = h + SlidingWindowAttention(cfg, name="swa")(norm(cfg, "swa_norm")(h), positions_BT,
-                                                         segment_ids_BT)
-        return h + ffn(cfg, "mlp_2")(norm(cfg, "mlp_2_norm")(h))
+        swa = Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, cfg.memory.window,
+                        cfg.rope_theta, cfg.init_std, out_std(cfg), dtype_of(cfg.dtype),
+                        dtype_of(cfg.param_dtype), impl=cfg.attn_impl, name="swa")
+        a = swa(norm(cfg, "swa_norm")(h), positions_BT, segment_ids_BT, get("swa"))
+        a, cache = (a, None) if carry is None else a
+        h = h + a
+        y = h + ffn(cfg, "mlp_2")(norm(cfg, "mlp_2_norm")(h))
+        return y if carry is None else (y, {"mamba": mamba, "swa": cache})

@@ -9,8 +9,11 @@ SwiGLU FFN shared with Transformer++ (`transformer.ffn` / `transformer.norm`).
   MAC  h = x + SegAttn*([persistent | Mem(N(x))_seg | N(x)_seg])   memory as context
 
 SWA* / SegAttn* attend also to `n_persistent` learned persistent-memory tokens (always visible,
-no RoPE). Attention is computed blockwise: SWA in blocks of `window` queries looking at their own
-and the previous block (O(T * window)); MAC within segments of `segment_len` (O(T * segment)).
+no RoPE). Both are `nn.attention.Attention` (blockwise in the parallel forward: SWA in blocks of
+`window` queries looking at their own and the previous block, O(T * window); MAC within segments
+of `segment_len`, O(T * segment); a KV cache when decoding).
+Decoding: the carry is {"memory": NeuralMemory state, "attn": KV cache}; the memory is chunked,
+so the decoder commits whole chunks of `memory.chunk_size` (`models/decode.py`).
 Our reading of Titans where it is loose (documented deviations): MAG's "⊗" is RMSNorm + sigmoid
 gating followed by a projection; MAC reads and writes the memory from the block input (as
 lucidrains' MAC) instead of writing the attention output, and retrieval uses the state before the
@@ -27,90 +30,36 @@ import jax.numpy as jnp
 from hope_jax.config import ModelConfig
 from hope_jax.memory.titans import neural_memory
 from hope_jax.models.transformer import ffn, norm, out_std
-from hope_jax.nn.attention import attend, causal_mask
-from hope_jax.nn.layers import DenseGeneral, RMSNorm, dtype_of, rope
+from hope_jax.nn.attention import Attention, init_cache
+from hope_jax.nn.layers import DenseGeneral, RMSNorm, dtype_of
 
 
-def _blocks(x, n):
-    """[B, T, ...] -> [B * n, T / n, ...]."""
-    return x.reshape((x.shape[0] * n, x.shape[1] // n) + x.shape[2:])
+def _attention(cfg: ModelConfig, segmented: bool = False) -> Attention:
+    """SWA (window `memory.window`) or MAC's segment attention, with persistent tokens: the one
+    `nn.attention.Attention` (parallel form blockwise, decode with a KV cache)."""
+    mc = cfg.memory
+    return Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, 0 if segmented else mc.window,
+                     cfg.rope_theta, cfg.init_std, out_std(cfg), dtype_of(cfg.dtype),
+                     dtype_of(cfg.param_dtype), n_persistent=mc.n_persistent,
+                     segment_len=mc.segment_len if segmented else 0,
+                     impl=cfg.attn_impl, name="attn")
 
 
-def local_attention(q_BTHK, k_BTHK, v_BTHK, seg_BT, *, block: int, look_back: bool,
-                    window: int = 0, pk_PHK=None, pv_PHK=None, ctx_k_BTHK=None, ctx_v_BTHK=None):
-    """Blockwise causal attention within documents.
-
-    Queries in block i see keys of block i (and of block i-1 when `look_back`), restricted to
-    s <= t, t - s < window (if window) and the same document; persistent keys are always visible;
-    context keys (MAC) follow the same mask as the block's own keys.
-    """
-    b, t, h, kd = q_BTHK.shape
-    pad = (-t) % block
-    padt = lambda x, val=0: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2),
-                                    constant_values=val)
-    q, k, v = padt(q_BTHK), padt(k_BTHK), padt(v_BTHK)
-    seg = padt(seg_BT, -1)
-    tp = t + pad
-    n = tp // block
-    idx = jnp.broadcast_to(jnp.arange(tp), (b, tp))
-    qi, si = _blocks(idx, n), _blocks(seg, n)
-    mask_cur = causal_mask(qi, qi, si, si, window)
-    keys, vals, masks = [_blocks(k, n)], [_blocks(v, n)], [mask_cur]
-    if look_back:
-        shift = lambda x, val=0: jnp.pad(x, ((0, 0), (block, 0)) + ((0, 0),) * (x.ndim - 2),
-                                         constant_values=val)[:, :tp]
-        keys.insert(0, _blocks(shift(k), n))
-        vals.insert(0, _blocks(shift(v), n))
-        masks.insert(0, causal_mask(qi, qi - block, si, _blocks(shift(seg, -2), n), window))
-    if ctx_k_BTHK is not None:
-        keys.append(_blocks(padt(ctx_k_BTHK), n))
-        vals.append(_blocks(padt(ctx_v_BTHK), n))
-        masks.append(mask_cur)
-    if pk_PHK is not None and pk_PHK.shape[0]:
-        bn, p = b * n, pk_PHK.shape[0]
-        keys.insert(0, jnp.broadcast_to(pk_PHK[None], (bn,) + pk_PHK.shape).astype(k.dtype))
-        vals.insert(0, jnp.broadcast_to(pv_PHK[None], (bn,) + pv_PHK.shape).astype(v.dtype))
-        masks.insert(0, jnp.ones((bn, 1, block, p), bool))
-    o = attend(_blocks(q, n), jnp.concatenate(keys, 1), jnp.concatenate(vals, 1),
-               jnp.concatenate(masks, -1))
-    return o.reshape(b, tp, h, kd)[:, :t]
+def _cache(cfg: ModelConfig, batch: int, max_len: int, context: bool = False) -> dict:
+    return init_cache(batch, max_len, cfg.num_heads, cfg.head_dim,
+                      jnp.promote_types(dtype_of(cfg.dtype), jnp.float32), context)
 
 
-class LocalAttention(nn.Module):
-    """Multi-head RoPE attention with persistent tokens, sliding-window or segmented (MAC)."""
+def _mem_state(cfg: ModelConfig, batch: int) -> dict:
+    return _memory(cfg).init_state(batch)
 
-    cfg: ModelConfig
-    segmented: bool = False
 
-    @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT, ctx_BTD=None):
-        cfg, mc = self.cfg, self.cfg.memory
-        kw = dict(dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype))
-        h, kd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
-        proj = {n: DenseGeneral((h, kd), ("embed",), ("heads", "kv"), cfg.init_std, name=n, **kw)
-                for n in ("q", "k", "v")}
-        q = rope(proj["q"](x_BTD), positions_BT, cfg.rope_theta)
-        k = rope(proj["k"](x_BTD), positions_BT, cfg.rope_theta)
-        v = proj["v"](x_BTD)
-        pk = pv = None
-        if mc.n_persistent:  # learned data-independent tokens (Titans §3.3), projected like x
-            p_PD = self.param("persistent", nn.with_logical_partitioning(
-                nn.initializers.normal(1.0), (None, "embed")), (mc.n_persistent, d),
-                dtype_of(cfg.param_dtype))
-            pk, pv = proj["k"](p_PD), proj["v"](p_PD)
-        ctx_k = ctx_v = None
-        if ctx_BTD is not None:
-            ctx_k = rope(proj["k"](ctx_BTD), positions_BT, cfg.rope_theta)
-            ctx_v = proj["v"](ctx_BTD)
-        t = x_BTD.shape[1]
-        if self.segmented:
-            block, look_back, window = min(mc.segment_len, t), False, 0
-        else:
-            block, look_back, window = min(mc.window, t), True, mc.window
-        o = local_attention(q, k, v, segment_ids_BT, block=block, look_back=look_back,
-                            window=window, pk_PHK=pk, pv_PHK=pv, ctx_k_BTHK=ctx_k,
-                            ctx_v_BTHK=ctx_v)
-        return DenseGeneral((d,), ("heads", "kv"), ("embed",), out_std(cfg), name="o", **kw)(o)
+def _split(carry, key):
+    return None if carry is None else carry[key]
+
+
+def _result(y, carry, **new):
+    return y if carry is None else (y, new)
 
 
 def _memory(cfg: ModelConfig, name: str = "memory"):
@@ -122,11 +71,17 @@ class TitansLMM(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        return {"memory": _mem_state(cfg, batch)}
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        h = x_BTD + _memory(cfg)(norm(cfg, "mem_norm")(x_BTD), segment_ids_BT)
-        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        m, mem = _memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
+                              _split(carry, "memory"))
+        h = x_BTD + m
+        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem)
 
 
 class TitansMAG(nn.Module):
@@ -134,12 +89,17 @@ class TitansMAG(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        return {"memory": _mem_state(cfg, batch), "attn": _cache(cfg, batch, max_len)}
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
         xn = norm(cfg, "mix_norm")(x_BTD)
-        a = LocalAttention(cfg, name="attn")(xn, positions_BT, segment_ids_BT)
-        m = _memory(cfg)(xn, segment_ids_BT)
+        a = _attention(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "attn"))
+        a, cache = (a, None) if carry is None else a
+        m, mem = _memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
         pdt = dtype_of(cfg.param_dtype)
         a = RMSNorm(cfg.norm_eps, param_dtype=pdt, name="attn_out_norm")(a)
         g = RMSNorm(cfg.norm_eps, param_dtype=pdt, name="mem_out_norm")(m)
@@ -147,7 +107,7 @@ class TitansMAG(nn.Module):
         o = DenseGeneral((cfg.d_model,), ("embed",), ("embed",), out_std(cfg), dtype_of(cfg.dtype),
                          pdt, name="gate_out")(o)
         h = x_BTD + o
-        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem, attn=cache)
 
 
 class TitansMAL(nn.Module):
@@ -155,13 +115,21 @@ class TitansMAL(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        return {"memory": _mem_state(cfg, batch), "attn": _cache(cfg, batch, max_len)}
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        h = x_BTD + _memory(cfg)(norm(cfg, "mem_norm")(x_BTD), segment_ids_BT)
-        h = h + LocalAttention(cfg, name="attn")(norm(cfg, "attn_norm")(h), positions_BT,
-                                                 segment_ids_BT)
-        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        m, mem = _memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
+                              _split(carry, "memory"))
+        h = x_BTD + m
+        a = _attention(cfg)(norm(cfg, "attn_norm")(h), positions_BT, segment_ids_BT,
+                            _split(carry, "attn"))
+        a, cache = (a, None) if carry is None else a
+        h = h + a
+        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem, attn=cache)
 
 
 class TitansMAC(nn.Module):
@@ -169,15 +137,22 @@ class TitansMAC(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        return {"memory": _mem_state(cfg, batch),
+                "attn": _cache(cfg, batch, max_len, context=True)}
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
         xn = norm(cfg, "mix_norm")(x_BTD)
-        m = _memory(cfg)(xn, segment_ids_BT)  # h_t = M_{c-1}(q_t): past chunks only (A1)
-        a = LocalAttention(cfg, segmented=True, name="attn")(xn, positions_BT, segment_ids_BT,
-                                                               ctx_BTD=m)
+        # h_t = M_{c-1}(q_t): past chunks only (A1)
+        m, mem = _memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
+        a = _attention(cfg, segmented=True)(xn, positions_BT, segment_ids_BT,
+                                            _split(carry, "attn"), ctx_BTD=m)
+        a, cache = (a, None) if carry is None else a
         h = x_BTD + a
-        return h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
+        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem, attn=cache)
 
 
 TITANS_MODELS = {"titans_lmm": TitansLMM, "titans_mag": TitansMAG, "titans_mal": TitansMAL,

@@ -6,9 +6,10 @@ Shape legend: B batch, T time, D width.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from hope_jax.config import ModelConfig
-from hope_jax.nn.attention import Attention
+from hope_jax.nn.attention import Attention, init_cache
 from hope_jax.nn.layers import RMSNorm, SwiGLU, dtype_of
 
 
@@ -32,13 +33,20 @@ class TransformerBlock(nn.Module):
 
     cfg: ModelConfig
 
+    @staticmethod
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        """An empty KV cache of `max_len` tokens (nn/attention.py `init_cache`)."""
+        return init_cache(batch, max_len, cfg.kv_heads, cfg.head_dim,
+                          jnp.promote_types(dtype_of(cfg.dtype), jnp.float32))
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, segment_ids_BT, cache=None):
-        """Returns the block output, or (output, new KV cache) when `cache` is given (decoding)."""
-        cfg = self.cfg
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
+        """Returns the block output, or (output, new KV cache) when a cache `carry` is given."""
+        cfg, cache = self.cfg, carry
         attn = Attention(cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.attn_window,
                          cfg.rope_theta, cfg.init_std, out_std(cfg), dtype_of(cfg.dtype),
-                         dtype_of(cfg.param_dtype), q_block=cfg.attn_q_block, name="attn")
+                         dtype_of(cfg.param_dtype), q_block=cfg.attn_q_block,
+                         impl=cfg.attn_impl, name="attn")
         a = attn(norm(cfg, "attn_norm")(x_BTD), positions_BT, segment_ids_BT, cache=cache)
         if cache is not None:
             a, cache = a

@@ -35,6 +35,18 @@ def model_defaults() -> dict:
     return json.loads(json.dumps(dataclasses.asdict(ModelConfig())))
 
 
+# Model settings that choose how the same math runs (attention kernel, query blocking), never the
+# parameters or the function: a run may change them on resume (e.g. cudnn on GPU, xla on CPU).
+RUNTIME_MODEL_KEYS = frozenset({"attn_impl", "attn_q_block"})
+
+
+def model_diff(saved: dict, current: dict, label: str = "checkpoint") -> list[str]:
+    """`config_diff` of two model sections, ignoring RUNTIME_MODEL_KEYS."""
+    saved, current = ({k: v for k, v in d.items() if k not in RUNTIME_MODEL_KEYS}
+                      for d in (saved, current))
+    return config_diff(saved, current, "config.model", label, model_defaults())
+
+
 def config_diff(saved: dict, current: dict, prefix: str, label: str = "checkpoint",
                 defaults: dict | None = None) -> list[str]:
     """Lines `prefix.key: <label> a vs config b` for every differing leaf of two config dicts.
@@ -193,8 +205,7 @@ class Checkpointer:
     def check_compatible(self, step: int, meta: dict) -> None:
         """Raises CheckpointError naming the first differing model/tokenizer setting."""
         saved = self.read_meta(step)
-        problems = config_diff(saved.get("model", {}), meta["model"], "config.model",
-                               defaults=model_defaults())
+        problems = model_diff(saved.get("model", {}), meta["model"])
         if saved.get("tokenizer") != meta["tokenizer"]:
             problems.insert(0, f"tokenizer: checkpoint {saved.get('tokenizer')!r} "
                                f"vs config {meta['tokenizer']!r}")

@@ -20,8 +20,8 @@ from jax.sharding import Mesh
 
 from hope_jax import sharding
 from hope_jax.config import Config
-from hope_jax.memory.cms import wrap_outer_levels
 from hope_jax.models.lm import LM
+from hope_jax.models.registry import model_spec
 from hope_jax.optim import build_optimizer, labelled_groups
 
 
@@ -57,14 +57,12 @@ def param_count(cfg: Config) -> int:
 
 
 def make_optimizer(cfg: Config, model: nn.Module | None = None) -> optax.GradientTransformation:
-    """The outer optimizer; CMS levels with the `outer` signal update every P steps (SPEC §7.0)."""
+    """The outer optimizer, wrapped as the model registry says (HOPE: CMS levels with the `outer`
+    signal update every P steps, SPEC §7.0)."""
     axes = logical_axes(cfg, model)
     tx = build_optimizer(cfg.optim, cfg.train.steps, labelled_groups(axes))
-    hc = cfg.model.hope
-    if cfg.model.name.startswith("hope"):
-        tx = wrap_outer_levels(tx, axes, hc.cms_periods, hc.cms_signal,
-                               is_leaf=lambda x: isinstance(x, tuple))
-    return tx
+    wrap = model_spec(cfg.model).wrap_optimizer
+    return tx if wrap is None else wrap(tx, axes, cfg.model)
 
 
 def _init_fn(cfg: Config, model: nn.Module, tx: optax.GradientTransformation):

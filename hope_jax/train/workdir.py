@@ -17,7 +17,7 @@ import shutil
 import jax
 
 from hope_jax.config import Config
-from hope_jax.train.checkpoint import CheckpointError, config_diff, model_defaults
+from hope_jax.train.checkpoint import CheckpointError, model_diff
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
@@ -95,8 +95,7 @@ def check_config(cfg: Config, workdir: str) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is unreadable ({e}); nothing was changed") from e
     current = json.loads(cfg.to_json())
-    problems = config_diff(saved.get("model", {}), current["model"], "config.model", "workdir",
-                           model_defaults())
+    problems = model_diff(saved.get("model", {}), current["model"], "workdir")
     for key in ("tokenizer", "tokenizer_path"):
         if saved.get("data", {}).get(key) != current["data"][key]:
             problems.append(f"config.data.{key}: workdir {saved.get('data', {}).get(key)!r} "
