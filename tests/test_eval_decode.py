@@ -81,7 +81,7 @@ def test_hope_ntp_decodes_with_carried_cms_fast_parts(over):
     logits equal the parallel segment-by-segment forward (which would differ without the
     updates: cms_lr 0.5)."""
     # 3 segments of 4: updates of level 0 at 4 and 8, of level 1 at 8
-    _check_decode_equals_parallel(_cfg("hope", **NTP, **over), 12, 5)
+    _check_decode_equals_parallel(_cfg("hope", **{**NTP, **over}), 12, 5)
 
 
 def test_generate_recurrent_matches_recompute():
