@@ -27,7 +27,7 @@ KEYS = ("gate", "up", "down")
 
 
 def _rms(x, scale, eps):
-    return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + eps) * scale
+    return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + eps) * scale[None, None, :]
 
 
 def _mlp(w, n):  # SwiGLU with per-sequence weights [B, D, F] / [B, F, D]
