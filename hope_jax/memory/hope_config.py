@@ -60,6 +60,10 @@ class HopeConfig:
         if any(p % live[0] for p in live):
             raise ConfigError(f"{path}.cms_periods={self.cms_periods}: every period must be a "
                               f"multiple of the fastest ({live[0]})")
+        if self.cms_variant == "nested" and any(b % a for a, b in zip(live, live[1:])):
+            raise ConfigError(f"{path}.cms_periods={self.cms_periods}: nested CMS (Eq. 72) needs "
+                              f"each period to divide the next (a level restarts at the slower "
+                              f"level's boundary, which must be its own boundary too)")
         other = self.other_chunk_size or self.chunk_size
         if self.cms_signal == "ntp" and live and (live[0] % self.chunk_size or live[0] % other):
             raise ConfigError(

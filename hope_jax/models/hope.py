@@ -97,7 +97,7 @@ class HopeBlock(nn.Module):
                                        hc.persist_state, cfg.norm_eps)
             return cms.level_forward(p, x, eps=cfg.norm_eps, dtype=dt)
 
-        if hc.cms_variant != "independent":  # sequential chain (Eq. 70); nested re-init in lm.py
+        if hc.cms_variant != "independent":  # sequential chain (Eq. 70); nested re-init in ntp.py
             for i, p in enumerate(levels):
                 h = run(i, p, h)
             return h

@@ -11,7 +11,8 @@ them (the structure of TTT-E2E). For segment c:
      when the update is used, hence causal) is differentiated w.r.t. every Delta_l;
   3. each level accumulates its gradients and, at multiples of its period P_l, applies
      Delta_l <- Delta_l - eta * sum(grads) (memory/cms.py `boundary_update`); `nested` then
-     re-initialises each faster level from the slower one that just updated (Eq. 72).
+     restarts each faster level from its initial state W0 at the slower level's boundary
+     (Eq. 72).
 
 The outer gradient flows through these inner steps (second order) unless `cms_first_order`.
 Logits are returned for every token, so the outer training loss is the usual one.
@@ -43,14 +44,18 @@ def ntp_segment(cfg: ModelConfig, t: int) -> int:
     return live[0] if live else 0
 
 
-def _level_w0(mdl: nn.Module, cfg: ModelConfig, i: int) -> dict:
-    """W0 of CMS level i for every layer, stacked [L, ...] (for the nested re-init, Eq. 72)."""
-    params = nn.unbox(mdl.variables["params"])
-    if cfg.scan_layers:
-        p = params["blocks"]["block"][f"cms_{i}"]
-        return {k: p[k] for k in cms.LEVEL_KEYS}
-    ps = [params[f"block_{j}"][f"cms_{i}"] for j in range(cfg.num_layers)]
-    return {k: jnp.stack([p[k] for p in ps]) for k in cms.LEVEL_KEYS}
+def nested_reinit(deltas: tuple, tokens_seen, periods: tuple[int, ...]) -> tuple:
+    """Nested CMS (SPEC Eq. 72): at a boundary of level l+1 (after `tokens_seen` tokens) the faster
+    level l's context ends and it restarts from its meta-learned initial state theta_0 = W0, an
+    ordinary param trained by the outer optimizer (Delta_l = 0). Periods are nested (each divides
+    the next, `HopeConfig.check`), so level l is at its own boundary then too."""
+    out = list(deltas)
+    for i in range(len(out) - 1):
+        if out[i] is not None and deltas[i + 1] is not None:
+            at = tokens_seen % periods[i + 1] == 0
+            out[i] = jax.tree_util.tree_map(lambda d, at=at: jnp.where(at, jnp.zeros_like(d), d),
+                                            out[i])
+    return tuple(out)
 
 
 def ntp_inputs(cfg: ModelConfig, tokens_BT, positions_BT, segment_ids_BT) -> dict:
@@ -89,7 +94,8 @@ def _seg_loss(mdl, cfg, deltas, zs, states, xs, keeps):
                                      keeps)
     layer_carry = {"mixer": states, "deltas": deltas, "keeps": keeps_L, "zs": zs}
     logits, new = mdl(xs["tok"], xs["pos"], xs["seg"], layer_carry)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), xs["nxt"])
+    fdt = jnp.promote_types(dtype_of(cfg.param_dtype), jnp.float32)  # fp32, fp64 under x64
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(fdt), xs["nxt"])
     return jnp.sum(nll * xs["ok"]), (logits, new["mixer"])
 
 
@@ -133,13 +139,8 @@ def ntp_step(mdl: nn.Module, cfg: ModelConfig, context: int, carry: tuple, xs: d
                                         grads_z[i], xs["starts"], at, hc.cms_lr)
         for lst, v in zip((new_d, new_a, new_z, new_r), out):
             lst.append(v)
-    if hc.cms_variant == "nested":  # Eq. 72: slower level l+1 re-initialises level l
-        for i in range(len(dyn) - 2, -1, -1):
-            if dyn[i] and dyn[i + 1]:
-                at = ((c + 1) * s) % hc.cms_periods[i + 1] == 0
-                w_hi, w_lo = _level_w0(mdl, cfg, i + 1), _level_w0(mdl, cfg, i)
-                init = {k: (w_hi[k] - w_lo[k])[:, None] + new_d[i + 1][k] for k in w_hi}
-                new_d[i] = {k: jnp.where(at, init[k], new_d[i][k]) for k in init}
+    if hc.cms_variant == "nested":
+        new_d = nested_reinit(new_d, (c + 1) * s, hc.cms_periods)
     return (states, tuple(new_d), tuple(new_a), tuple(new_z), tuple(new_r), c + 1), logits
 
 
