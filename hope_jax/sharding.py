@@ -9,7 +9,7 @@ mesh axes of a `data x fsdp x tensor` mesh. Everything else is derived:
 * optimizer state (any optax state): `derive_shardings` matches each leaf to the param it mirrors
   by tree path (`mu/<param path>`), so a new optimizer needs no sharding code either;
 * batches: split along `batch` -> (data, fsdp), placed with `place_batch` from each process's rows;
-* activations and fast-memory state: `constrain` / `constrain_batch_heads`, no-ops without a mesh.
+* activations and fast-memory state: `constrain`, a no-op without a mesh.
 
 A new model therefore gets sharded with zero code: annotate params with known logical names.
 An unknown name raises `ShardingError`; a mesh axis that does not divide a dim is dropped for that
@@ -38,7 +38,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from hope_jax.config_fields import ConfigError
 
 __all__ = ["MESH_AXES", "RULES", "ShardingError", "batch_sharding", "check_batch",
-           "check_replication", "constrain", "constrain_batch_heads", "derive_shardings",
+           "check_replication", "constrain", "derive_shardings",
            "initialize_distributed", "logical_to_spec", "make_mesh", "mesh_axis_sizes",
            "mesh_context", "param_shardings", "place_batch", "replicated"]
 
@@ -370,18 +370,3 @@ def constrain(x: jax.Array, names: Sequence[str | None], rules=RULES) -> jax.Arr
     if mesh.empty or math.prod(mesh.shape.values()) == 1:
         return x
     return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh, rules))
-
-
-def constrain_batch_heads(tree: Any) -> Any:
-    """Constrains every [B, H, ...] leaf (fast-memory state) to batch x heads sharding.
-
-    Memory layers call it on their un-vmapped state (e.g. the scan carry) so that each device
-    keeps only its own sequences' (and, under tensor parallelism, heads') fast weights.
-    """
-    def one(x):
-        if x.ndim == 0:
-            return x
-        names = ("batch", "heads")[: x.ndim] + (None,) * max(x.ndim - 2, 0)
-        return constrain(x, names)
-
-    return jax.tree.map(one, tree)

@@ -283,12 +283,8 @@ def test_batch_placement_and_activation_constraints():
     assert batch["inputs"].sharding.spec == P(("data", "fsdp"), None)
     assert batch["inputs"].addressable_shards[0].data.shape == (4, 32)
     x = jnp.ones((8, 4, 16, 16))
-    assert sharding.constrain(x, ("batch", "heads", None, None)) is x  # no mesh: no-op
-
-    @jax.jit
-    def f(state):
-        return sharding.constrain_batch_heads(state)
-
+    names = ("batch", "heads", None, None)
+    assert sharding.constrain(x, names) is x  # no mesh: no-op
     with sharding.mesh_context(m):
-        y = f({"w": x})["w"]
+        y = jax.jit(lambda a: sharding.constrain(a, names))(x)
     assert tuple(y.sharding.spec)[:2] == (("data", "fsdp"), "tensor")

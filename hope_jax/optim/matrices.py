@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 from optax.contrib import MuonDimensionNumbers as MatrixDims
 
 __all__ = ["NS_COEFFS", "MatrixDims", "batched_view", "default_dims", "matrix_map", "newton_schulz",
@@ -149,6 +148,3 @@ def map_with_dims(fn, dims_tree, tree, *rest):
     """jax.tree.map(fn(x, d, *r)) where `d` is the `MatrixDims` (or None) of leaf x."""
     return jax.tree.map(lambda x, d, *r: fn(x, d, *r), tree, dims_tree, *rest)
 
-
-def is_masked(x) -> bool:
-    return isinstance(x, optax.MaskedNode)

@@ -254,8 +254,3 @@ def _steps_text(steps) -> str:
 
 def _first_and_count(problems: list[str]) -> str:
     return problems[0] + (f"; and {len(problems) - 1} more" if len(problems) > 1 else "")
-
-
-def abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs (with shardings) of a concrete pytree, for restore targets."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
