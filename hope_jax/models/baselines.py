@@ -107,6 +107,21 @@ def _a_log_init(key, shape, dtype):
     return jnp.log(jax.random.uniform(key, shape, dtype, 1.0, 16.0))
 
 
+def _chunk_inputs(c: int, t: int, lr_BTH, seg_BT):
+    """Pads [B, T, H, ...] inputs to a multiple of the chunk c for the memory engines.
+
+    Returns (bh: pads the time axis and moves heads before it, [B, T, H, ...] -> [B, H, T', ...];
+    lr [B, H, T'], zero on the padded tail so padding writes nothing; the document ids padded by
+    repeating the last one, or None when `seg_BT` is None). Padding comes after every real token,
+    so real outputs and the final state are unchanged."""
+    pad = (-t) % c
+    tpad = lambda x: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
+    bh = lambda x: jnp.moveaxis(tpad(x), 1, 2)
+    lr = jnp.moveaxis(tpad(lr_BTH) * (jnp.arange(t + pad) < t)[None, :, None], 1, 2)
+    seg_p = None if seg_BT is None else jnp.pad(seg_BT, ((0, 0), (0, pad)), mode="edge")
+    return bh, lr, seg_p
+
+
 def run_linear_memory(cfg, name, q, k, v, lr, log_a, seg, state=None):
     """Pads T to the chunk, runs the named linear baseline memory, returns ([B, T, H, V] (fp32),
     final `MemoryState`), continuing from `state` (None = zero).
@@ -117,14 +132,8 @@ def run_linear_memory(cfg, name, q, k, v, lr, log_a, seg, state=None):
     mc, b = cfg.memory, BASELINES[name]
     t = q.shape[1]
     c = min(mc.chunk_size, t) if cfg.baseline.impl == "fast" else mc.chunk_size
-    pad = (-t) % c
-    tpad = lambda x: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
-    bh = lambda x: jnp.moveaxis(tpad(x), 1, 2)  # [B, T, H, ...] -> [B, H, T, ...]
-    lr = tpad(lr) * (jnp.arange(t + pad) < t)[None, :, None]
-    seg_p = None
-    if mc.doc_reset and seg is not None:
-        seg_p = jnp.pad(seg, ((0, 0), (0, pad)), mode="edge")
-    y, state = linear_memory(b, bh(q), bh(k), bh(v), jnp.moveaxis(lr, 1, 2),
+    bh, lr, seg_p = _chunk_inputs(c, t, lr, seg if mc.doc_reset else None)
+    y, state = linear_memory(b, bh(q), bh(k), bh(v), lr,
                              None if log_a is None else bh(log_a), impl=cfg.baseline.impl,
                              chunk_size=c, segment_ids_BT=seg_p, state=state)
     return jnp.moveaxis(y, 2, 1)[:, :t], state
@@ -330,14 +339,8 @@ class TTTMixer(nn.Module):
             lambda key, shape, dtype, i=i: init_mem(key, i), ("heads", None, None)),
             (h,) + s, _f32(cfg)) for i, s in enumerate(arch.shapes()))
         c = spec.chunk_size
-        pad = (-t) % c
-        tpad = lambda x: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
-        bh = lambda x: jnp.moveaxis(tpad(x), 1, 2)  # [B, T, H, ...] -> [B, H, T, ...]
-        lr = tpad(lr) * (jnp.arange(t + pad) < t)[None, :, None]  # padded tail: no writes
-        seg_p = None
-        if mc.doc_reset and seg is not None:
-            seg_p = jnp.pad(seg, ((0, 0), (0, pad)), mode="edge")
-        y, mem = memory_scan(spec, w0, bh(q), bh(k), bh(v), {"lr": jnp.moveaxis(lr, 1, 2)},
+        bh, lr, seg_p = _chunk_inputs(c, t, lr, seg if mc.doc_reset else None)
+        y, mem = memory_scan(spec, w0, bh(q), bh(k), bh(v), {"lr": lr},
                              segment_ids_BT=seg_p, state=None if carry is None else carry["mem"])
         y = jnp.moveaxis(y, 2, 1)[:, :t]
         y = RMSNorm(cfg.norm_eps, "kv", dtype_of(cfg.param_dtype), name="o_norm")(y)
