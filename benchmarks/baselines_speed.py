@@ -33,14 +33,15 @@ from hope_jax.models.lm import MODELS as REGISTRY  # noqa: E402
 
 MODELS = {
     "transformer": {},
-    "linear_attention": {"memory": {"chunk_size": 64}},
-    "retnet": {"memory": {"chunk_size": 64}},
-    "mamba2": {"memory": {"chunk_size": 64}, "baseline": {"ssm_state": 64}},
-    "deltanet": {"memory": {"chunk_size": 64}},
-    "gated_deltanet": {"memory": {"chunk_size": 64}},
-    "ttt_linear": {"memory": {"chunk_size": 16, "remat_every": 4}},
-    "ttt_mlp": {"memory": {"chunk_size": 16, "remat_every": 4}},
-    "samba": {"memory": {"chunk_size": 64, "window": 2048}, "baseline": {"ssm_state": 64}},
+    "linear_attention": {"inner": {"chunk_size": 64}},
+    "retnet": {"inner": {"chunk_size": 64}},
+    "mamba2": {"inner": {"chunk_size": 64}, "baseline": {"ssm_state": 64}},
+    "deltanet": {"inner": {"chunk_size": 64}},
+    "gated_deltanet": {"inner": {"chunk_size": 64}},
+    "ttt_linear": {"inner": {"chunk_size": 16, "remat_every": 4}},
+    "ttt_mlp": {"inner": {"chunk_size": 16, "remat_every": 4}},
+    "samba": {"inner": {"chunk_size": 64}, "memory": {"window": 2048},
+              "baseline": {"ssm_state": 64}},
 }
 
 

@@ -81,7 +81,7 @@ def fast_state_bytes(cfg, batch: int) -> int:
     has momentum, and every CMS level that is updated in context (ntp / local signal)."""
     hc = cfg.hope
     dynamic = {f"cms_{i}" for i, p in enumerate(hc.cms_periods) if p and hc.cms_signal != "outer"}
-    momentum = model_spec(cfg).inner_momentum(cfg)
+    momentum = cfg.inner.momentum
     total = 0
     for path, x in _leaves(cfg):
         keys = [getattr(p, "key", "") for p in path]

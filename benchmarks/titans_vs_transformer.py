@@ -31,7 +31,7 @@ from hope_jax.config import validate  # noqa: E402
 
 MODELS = {
     "transformer": {"name": "transformer"},
-    "titans_lmm": {"name": "titans_lmm", "mlp_hidden": 448, "memory": {"chunk_size": 64}},
+    "titans_lmm": {"name": "titans_lmm", "mlp_hidden": 448, "inner": {"chunk_size": 64}},
 }
 
 

@@ -13,5 +13,6 @@ from hope_jax.recipes import paper_recipe
 
 def get_config():
     c = paper_recipe(default_config_dict(), "760m", name="hope", mlp_hidden=832)
-    c.model.hope.update(chunk_size=16, cms_periods=(16, 256, 0), cms_signal="ntp", cms_lr=1e-2)
+    c.model.inner.update(chunk_size=16)
+    c.model.hope.update(cms_periods=(16, 256, 0), cms_signal="ntp", cms_lr=1e-2)
     return c

@@ -9,5 +9,6 @@ from hope_jax.recipes import paper_recipe
 
 def get_config():
     c = paper_recipe(default_config_dict(), "1_3b", name="hope_attention", mlp_hidden=1856)
-    c.model.hope.update(chunk_size=16, cms_periods=(16, 256, 0), cms_signal="ntp", cms_lr=1e-2)
+    c.model.inner.update(chunk_size=16)
+    c.model.hope.update(cms_periods=(16, 256, 0), cms_signal="ntp", cms_lr=1e-2)
     return c

@@ -16,7 +16,8 @@ def get_config():
     c.model.update(name="titans_lmm", vocab_size=32000, d_model=1536, num_layers=24,
                    num_heads=16, mlp_hidden=3584, tie_embeddings=True, dtype="bfloat16",
                    param_dtype="float32", remat="block", scan_layers=True)
-    c.model.memory.update(arch="mlp", depth=2, hidden_mult=4.0, chunk_size=64, remat_every=4)
+    c.model.memory.update(arch="mlp", depth=2, hidden_mult=4.0)
+    c.model.inner.update(chunk_size=64, remat_every=4)
     c.data.update(tokenizer="sentencepiece", tokenizer_path="tokenizers/llama2/tokenizer.model",
                   seq_len=4096, batch_size=128)
     c.optim.update(name="adamw", lr=4e-4, warmup_steps=2000, min_lr_ratio=0.1, b1=0.9, b2=0.95,

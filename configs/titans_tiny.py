@@ -12,7 +12,8 @@ from hope_jax.config import default_config_dict
 def get_config():
     c = default_config_dict()
     c.model.update(name="titans_lmm", vocab_size=257, d_model=128, num_layers=4, num_heads=4)
-    c.model.memory.update(chunk_size=16, window=64, segment_len=32)
+    c.model.memory.update(window=64, segment_len=32)
+    c.model.inner.update(chunk_size=16)
     c.data.update(source="stdlib", seq_len=128, batch_size=16, seed=0, split_doc_bytes=2048)
     # 2 KB document pieces: each of the few lanes moves to a new file every ~16 steps (with
     # 32 KB pieces a short run sees only a handful of files; val loss 2.62 vs 2.35 at 100 steps)

@@ -16,6 +16,7 @@ import importlib.util
 from pathlib import Path
 
 from hope_jax.config import default_config_dict
+from hope_jax.models.config import registered_models
 from hope_jax.recipes import SIZES, paper_recipe
 
 # SwiGLU hidden width per (model, size), fitted with jax.eval_shape (see module docstring)
@@ -31,21 +32,17 @@ MLP_HIDDEN = {
 }
 
 
+# What each baseline's paper fixes beyond the shared recipe (a table, read by key)
+HEADS_PER_64 = {"mamba2": 2, "samba": 2, "ttt_linear": 1, "ttt_mlp": 1}  # heads = k * d / 64
+MODEL_KEYS = {"samba": {"num_layers": 12}}  # 12 (Mamba2 + MLP, SWA + MLP) units
+INNER_KEYS = {"ttt_linear": {"chunk_size": 16, "remat_every": 4},  # TTT mini-batch 16
+              "ttt_mlp": {"chunk_size": 16, "remat_every": 4}}
+MEMORY_KEYS = {"samba": {"window": 2048}}
+
+
 def _model_overrides(name: str, d: int) -> dict:
-    if name in ("mamba2", "samba"):
-        over = {"num_heads": 2 * d // 64}
-        return over | ({"num_layers": 12} if name == "samba" else {})
-    if name.startswith("ttt"):
-        return {"num_heads": d // 64}
-    return {}
-
-
-def _memory_overrides(name: str) -> dict:
-    if name.startswith("ttt"):  # TTT mini-batch 16 (Sun et al. 2024), remat every 4 chunks
-        return {"chunk_size": 16, "remat_every": 4}
-    if name == "samba":
-        return {"chunk_size": 64, "window": 2048}
-    return {"chunk_size": 64}
+    heads = {"num_heads": HEADS_PER_64[name] * d // 64} if name in HEADS_PER_64 else {}
+    return heads | MODEL_KEYS.get(name, {})
 
 
 def baseline_config(name: str, size: str):
@@ -53,7 +50,8 @@ def baseline_config(name: str, size: str):
     d = SIZES[size][0]
     c = paper_recipe(default_config_dict(), size, name=name, mlp_hidden=MLP_HIDDEN[name][size],
                      **_model_overrides(name, d))
-    c.model.memory.update(**_memory_overrides(name))
+    c.model.inner.update(**INNER_KEYS.get(name, {"chunk_size": 64}))
+    c.model.memory.update(**MEMORY_KEYS.get(name, {}))
     c.model.baseline.update(ssm_state=128, ssm_expand=2.0)
     return c
 
@@ -67,8 +65,9 @@ def tiny_config(name: str):
     spec.loader.exec_module(mod)
     c = mod.get_config()
     c.model.name = name
-    if name == "samba":
-        c.model.num_layers = max(1, c.model.num_layers // 2)  # a unit holds 2 mixer layers
-    c.model.memory.update(chunk_size=16, window=64)
+    per_block = registered_models()[name].layers_per_block  # Samba: a unit holds 2 mixer layers
+    c.model.num_layers = max(1, c.model.num_layers // per_block)
+    c.model.inner.update(chunk_size=16)
+    c.model.memory.update(window=64)
     c.model.baseline.update(ssm_state=32)
     return c

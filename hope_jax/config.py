@@ -20,80 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from hope_jax.config_fields import ConfigError, field
-from hope_jax.memory.baseline_config import BaselineConfig
-from hope_jax.memory.config import MemoryConfig
-from hope_jax.memory.hope_config import HopeConfig
+from hope_jax.config_legacy import migrate
+from hope_jax.models.config import ModelConfig
+from hope_jax.optim.config import OptimConfig
 
 __all__ = ["Config", "ConfigError", "DataConfig", "MeshConfig", "ModelConfig", "OptimConfig",
            "TrainConfig",
            "default_config_dict", "replace", "validate"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The network. `name` picks a model from `hope_jax.models.lm.MODELS`."""
-
-    name: str = field("transformer", help="model registry key (see hope_jax.models.lm.MODELS)")
-    vocab_size: int = field(257, positive=True, help="output vocabulary; >= tokenizer vocab")
-    d_model: int = field(256, positive=True)
-    num_layers: int = field(4, positive=True)
-    num_heads: int = field(4, positive=True)
-    num_kv_heads: int = field(0, nonneg=True, help="grouped-query attention; 0 = num_heads")
-    mlp_hidden: int = field(0, nonneg=True, help="SwiGLU hidden width; 0 = 8/3*d_model rounded")
-    mlp_multiple_of: int = field(64, positive=True)
-    rope_theta: float = field(10000.0, positive=True)
-    tie_embeddings: bool = field(True)
-    dtype: str = field("float32", choices=("float32", "bfloat16", "float16", "float64"),
-                    help="compute dtype of matmuls; params stay in param_dtype")
-    param_dtype: str = field("float32", choices=("float32", "float64"))
-    norm_eps: float = field(1e-6, positive=True)
-    init_std: float = field(0.02, positive=True)
-    scan_layers: bool = field(True, help="stack blocks with nn.scan (one compiled block)")
-    remat: str = field("none", choices=("none", "block"), help="rematerialize each block")
-    attn_window: int = field(0, nonneg=True, help="sliding-window size for attention; 0 = full")
-    attn_q_block: int = field(0, nonneg=True,
-                              help="attention logits this many queries at a time, recomputed in "
-                                   "backward (memory O(block x T), not O(T^2)); 0 = full")
-    attn_impl: str = field("auto", choices=("auto", "xla", "dot_product", "cudnn", "splash"),
-                           help="attention kernel (nn/attention_kernels.py); auto = cudnn on GPU "
-                                "(bf16/fp16), splash on TPU, else xla")
-    memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
-    hope: HopeConfig = dataclasses.field(default_factory=HopeConfig)
-    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
-
-    @property
-    def kv_heads(self) -> int:
-        return self.num_kv_heads or self.num_heads
-
-    @property
-    def hidden(self) -> int:
-        if self.mlp_hidden:
-            return self.mlp_hidden
-        h = int(8 * self.d_model / 3)
-        m = self.mlp_multiple_of
-        return m * ((h + m - 1) // m)
-
-    def check(self, path: str) -> None:
-        from hope_jax.models.lm import MODELS  # late import: models import this module
-
-        if self.name not in MODELS:
-            raise ConfigError(f"{path}.name={self.name!r} is not a model; known: {sorted(MODELS)}")
-        if self.d_model % self.num_heads:
-            raise ConfigError(
-                f"{path}.num_heads={self.num_heads} must divide {path}.d_model={self.d_model}"
-            )
-        if self.head_dim % 2:
-            raise ConfigError(f"head dim d_model/num_heads={self.head_dim} must be even for RoPE")
-        if self.num_heads % self.kv_heads:
-            raise ConfigError(
-                f"{path}.num_kv_heads={self.kv_heads} must divide {path}.num_heads={self.num_heads}"
-            )
-        if self.attn_impl == "cudnn" and self.dtype not in ("bfloat16", "float16"):
-            raise ConfigError(f"{path}.attn_impl='cudnn' needs {path}.dtype bfloat16 or float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,65 +63,6 @@ class DataConfig:
             raise ConfigError(f"{path}.source='files' needs {path}.train_paths")
         if self.tokenizer != "byte" and not self.tokenizer_path:
             raise ConfigError(f"{path}.tokenizer={self.tokenizer!r} needs {path}.tokenizer_path")
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """The outer optimizer (optax) and its schedule."""
-
-    name: str = field("adamw", help="optimizer registry key (see hope_jax.optim.OPTIMIZERS)")
-    lr: float = field(3e-3, positive=True, help="peak learning rate")
-    warmup_steps: int = field(50, nonneg=True)
-    decay_steps: int = field(0, nonneg=True, help="cosine decay length; 0 = train.steps")
-    min_lr_ratio: float = field(0.1, nonneg=True, help="final lr = lr * min_lr_ratio")
-    b1: float = field(0.9, nonneg=True)
-    b2: float = field(0.95, nonneg=True)
-    eps: float = field(1e-8, positive=True)
-    weight_decay: float = field(0.1, nonneg=True)
-    decay_embeddings: bool = field(False, help="apply weight decay to embeddings")
-    decay_norms: bool = field(False, help="apply weight decay to norm scales and other vectors")
-    clip_norm: float = field(1.0, nonneg=True, help="global-norm clipping; 0 = off")
-    grad_accum: int = field(1, positive=True, help="micro-batches per optimizer step")
-    # Deep optimizers (hope_jax/optim, SPEC §2); ignored by adamw.
-    aux_lr: float = field(0.0, nonneg=True, help="peak lr of the AdamW that updates vectors and "
-                          "embeddings under the matrix optimizers; 0 = lr")
-    other_params: str = field("adamw", choices=("adamw", "same"),
-                              help="vectors/embeddings under momentum variants: AdamW or the same "
-                              "rule (Newton-Schulz optimizers always use AdamW)")
-    momentum_form: str = field("ema", choices=("ema", "heavy_ball"),
-                               help="momentum variants write (1-b1)*value (ema) or value "
-                               "(heavy_ball) into the memory (SPEC Eq. 33)")
-    precond: str = field("diag", choices=("diag", "shampoo", "none"),
-                         help="preconditioner P of precond_momentum / delta_momentum "
-                         "(SPEC Eqs. 38-41, 46-49)")
-    precond_every: int = field(10, positive=True, help="shampoo: steps between root refreshes")
-    delta_beta: float = field(0.5, nonneg=True, help="delta_momentum: strength of the "
-                              "gradient-dependent decay (b1 I - beta G^ G^T) m (SPEC Eqs. 48-49)")
-    delta_form: str = field("reinterpreted", choices=("reinterpreted", "paper"),
-                            help="delta_momentum: normalized G^ with delta_beta, or Eqs. 48-49 "
-                            "as printed (raw G G^T, coefficient 1)")
-    dmgd_form: str = field("reinterpreted", choices=("reinterpreted", "paper"),
-                           help="dmgd: shared MLP on normalized (g, m) with objective <f, u>, or "
-                           "Eq. 50 as printed (per-leaf MLP on u, objective <m(u), 1>)")
-    dmgd_hidden: int = field(16, nonneg=True, help="dmgd: neurons of the shared momentum MLP; "
-                             "0 = linear memory (momentum)")
-    dmgd_lr: float = field(0.01, nonneg=True, help="dmgd: inner lr of the momentum MLP (Eq. 50)")
-    dmgd_decay: float = field(0.9, nonneg=True, help="dmgd: retention of the momentum MLP weights")
-    nesterov: bool = field(True, help="muon: Nesterov momentum (optax.contrib.muon default)")
-    ns_steps: int = field(5, positive=True, help="Newton-Schulz iterations (muon, m3; SPEC A10)")
-    b3: float = field(0.9, nonneg=True, help="m3: slow-momentum factor beta3 (SPEC §2.1)")
-    m3_alpha: float = field(1.0, nonneg=True, help="m3: weight of the slow momentum's read-out")
-    m3_period: int = field(10, positive=True, help="m3: slow-memory chunk f (optimizer steps)")
-
-    def check(self, path: str) -> None:
-        from hope_jax.optim import OPTIMIZERS
-
-        if self.name not in OPTIMIZERS:
-            raise ConfigError(f"{path}.name={self.name!r} is not an optimizer; "
-                              f"known: {sorted(OPTIMIZERS)}")
-        for k in ("b1", "b2", "b3", "min_lr_ratio", "delta_beta", "dmgd_decay"):
-            if not 0.0 <= getattr(self, k) <= 1.0:
-                raise ConfigError(f"{path}.{k}={getattr(self, k)} must be in [0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,7 +210,8 @@ def validate(raw: Any) -> Config:
     """ConfigDict / dict / Config -> validated `Config`. Raises `ConfigError` with one line."""
     if isinstance(raw, Config):
         raw = raw.to_dict()
-    return _build(Config, raw, "config")
+    raw = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
+    return _build(Config, migrate(raw), "config")
 
 
 def default_config_dict():
@@ -347,7 +222,20 @@ def default_config_dict():
     """
     from ml_collections import ConfigDict
 
-    return ConfigDict(Config().to_dict())
+    return ConfigDict(_raw_defaults(Config))
+
+
+def _raw_defaults(cls) -> dict:
+    """Every field's declared default, sentinels kept (`Config().to_dict()` would hold the
+    default model's filled-in inner-loop values, which a config naming another model must not
+    inherit)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:
+            out[f.name] = _raw_defaults(f.default_factory)
+        else:
+            out[f.name] = f.default
+    return out
 
 
 def replace(cfg: Config, **overrides: Any) -> Config:

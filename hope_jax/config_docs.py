@@ -9,6 +9,7 @@ import dataclasses
 import typing
 
 from hope_jax.config import Config
+from hope_jax.config_legacy import RENAMED
 
 
 def _rows(cls, prefix: str):
@@ -19,7 +20,7 @@ def _rows(cls, prefix: str):
         if dataclasses.is_dataclass(tp):
             yield from _rows(tp, key)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default
         meta = f.metadata
         rule = []
         if meta.get("choices"):
@@ -48,6 +49,21 @@ def render() -> str:
                 "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
         out += list(_rows(cls, f"config.{f.name}"))
         out.append("")
+    out += ["## Renamed keys", "",
+            "The inner loop of every fast-weight layer moved to `config.model.inner`. The old keys "
+            "still work for one",
+            "release (a `FutureWarning` names each; saved `config.json` files and checkpoints are "
+            "read in the new",
+            "names); Titans and the baselines read them from `memory`, the HOPE models from `hope` "
+            "(and `out_norm`,",
+            "`remat_every`, `closed_form` from `memory`).", "",
+            "| old key | new key |", "|---|---|"]
+    for sec, keys in RENAMED.items():
+        for old, new in keys.items():
+            note = " (negated)" if new.startswith("!") else ""
+            out.append(f"| `config.model.{sec}.{old}` | `config.model.inner.{new.lstrip('!')}`"
+                       f"{note} |")
+    out.append("")
     return "\n".join(out)
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hope_jax.memory.self_modifying import SelfModifyingTitans
+from hope_jax.models.hope import self_modifying_layer
 from hope_jax.models.transformer import out_std
 
 KEYS = ("gate", "up", "down")
@@ -36,7 +36,7 @@ def _mlp(w, n):  # SwiGLU with per-sequence weights [B, D, F] / [B, F, D]
 
 def _block_fn(mcfg):
     """One HOPE block on one segment, jitted once per config: (h, new mixer state)."""
-    mixer = SelfModifyingTitans(mcfg, out_std=out_std(mcfg))
+    mixer = self_modifying_layer(mcfg, out_std=out_std(mcfg))
     eps = mcfg.norm_eps
 
     @jax.jit

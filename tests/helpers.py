@@ -55,3 +55,22 @@ def assert_causal_and_doc_isolated(model, t: int) -> None:
     earlier_doc = np.asarray(run(toks.at[:, :10].set((toks[:, :10] + 3) % 31)))
     np.testing.assert_allclose(earlier_doc[:, 10:], base[:, 10:], atol=1e-6, rtol=1e-6)
     assert not np.allclose(earlier_doc[:, :10], base[:, :10])
+
+
+def model_with(cfg, **keys):
+    """A copy of a `ModelConfig` with each key set in the one section that holds it (the top
+    level, `inner`, `hope`, `memory` or `baseline`)."""
+    import dataclasses
+
+    top = {f.name for f in dataclasses.fields(cfg)}
+    subs = {}
+    for k, v in keys.items():
+        if k in top:
+            subs.setdefault(None, {})[k] = v
+            continue
+        (sec,) = [s for s in ("inner", "hope", "memory", "baseline")
+                  if k in {f.name for f in dataclasses.fields(getattr(cfg, s))}]
+        subs.setdefault(sec, {})[k] = v
+    out = dataclasses.replace(cfg, **subs.pop(None, {}))
+    return dataclasses.replace(out, **{s: dataclasses.replace(getattr(out, s), **kv)
+                                       for s, kv in subs.items()})

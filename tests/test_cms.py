@@ -26,7 +26,7 @@ def _cfg(periods, **kw):
     base = {"model.name": "hope_attention", "model.d_model": 32, "model.num_heads": 2,
             "model.num_layers": 2, "model.param_dtype": "float64", "model.dtype": "float64",
             "model.hope.cms_periods": periods, "model.hope.cms_lr": 0.5, "data.seq_len": 4 * S,
-            "model.hope.chunk_size": 4}
+            "model.inner.chunk_size": 4}
     base.update(kw)
     return tiny_config(**base)
 

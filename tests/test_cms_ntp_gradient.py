@@ -24,7 +24,7 @@ def _cfg(layers=2, **kw):
     base = {"model.name": "hope", "model.d_model": 16, "model.num_heads": 2,
             "model.num_layers": layers, "model.mlp_hidden": 16, "model.param_dtype": "float64",
             "model.dtype": "float64", "model.hope.cms_periods": (S, 2 * S),
-            "model.hope.chunk_size": S, "model.hope.cms_lr": 0.5, "model.init_std": 0.3,
+            "model.inner.chunk_size": S, "model.hope.cms_lr": 0.5, "model.init_std": 0.3,
             "data.seq_len": T}
     base.update(kw)
     return tiny_config(**base).model

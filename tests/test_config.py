@@ -73,3 +73,97 @@ def test_every_config_file_validates(path):
     spec.loader.exec_module(mod)
     cfg = mod.get_config()
     validate(cfg.get("base", cfg))  # mqar_*: {"base": config, "task": ...}
+
+
+def _model(**model):
+    d = default_config_dict().to_dict()
+    for sec, value in model.items():
+        if isinstance(value, dict):
+            d["model"][sec].update(value)
+        else:
+            d["model"][sec] = value
+    return validate(d).model
+
+
+def test_inner_keys_left_at_sentinel_take_the_models_defaults():
+    """One `model.inner` section: 0 / "" mean the model's own value (HOPE: chunk 16, DGD, eta <=
+    1, SPEC §7; Titans and the baselines: 64, titans, 0.1); a value set is kept for any model."""
+    hope, titans = _model(name="hope").inner, _model(name="titans_lmm").inner
+    assert (hope.chunk_size, hope.optimizer, hope.lr_max) == (16, "dgd", 1.0)
+    assert (titans.chunk_size, titans.optimizer, titans.lr_max) == (64, "titans", 0.1)
+    assert _model(name="gated_deltanet").inner.chunk_size == 64
+    set_ = _model(name="hope", inner={"chunk_size": 8, "optimizer": "gd", "lr_max": 0.5}).inner
+    assert (set_.chunk_size, set_.optimizer, set_.lr_max) == (8, "gd", 0.5)
+    raw = default_config_dict().to_dict()["model"]["inner"]  # config files start from sentinels
+    assert (raw["chunk_size"], raw["optimizer"], raw["lr_max"]) == (0, "", 0.0)
+
+
+def test_inner_config_checks_name_the_key():
+    with pytest.raises(ConfigError, match=r"model\.inner\.optimizer='nope'"):
+        _model(name="hope", inner={"optimizer": "nope"})
+    with pytest.raises(ConfigError, match=r"model\.inner\.lr_init"):
+        _model(name="titans_lmm", inner={"lr_init": 0.5})  # >= Titans' lr_max 0.1
+    with pytest.raises(ConfigError, match=r"inner\.chunk_size=12 .* fastest CMS period 16"):
+        _model(name="hope", inner={"chunk_size": 12}, hope={"cms_periods": (16, 0)})
+    _model(name="titans_lmm", inner={"chunk_size": 12})  # no segments outside HOPE's ntp CMS
+
+
+def test_old_keys_migrate_with_a_warning():
+    """Renamed keys keep working for one release: a FutureWarning names each; HOPE models read
+    theirs from `model.hope` (and out_norm / remat / closed form from `model.memory`), the others
+    from `model.memory`; `persist_state` becomes `doc_reset` negated."""
+    d = default_config_dict()
+    d.model.name = "hope"
+    d.model.hope.update(chunk_size=8, inner_optimizer="gd", weight_decay=False,
+                        persist_state=True)
+    d.model.memory.update(out_norm=False, chunk_size=32)
+    with pytest.warns(FutureWarning, match=r"model\.hope\.inner_optimizer -> model\.inner"):
+        m = validate(d).model
+    assert (m.inner.chunk_size, m.inner.optimizer, m.inner.retention, m.inner.doc_reset,
+            m.inner.out_norm) == (8, "gd", False, False, False)
+    d = default_config_dict()
+    d.model.name = "titans_lmm"
+    d.model.memory.update(inner_opt="dgd", decay=False, chunk_size=16)
+    d.model.hope.update(chunk_size=4)  # a section Titans never read: dropped
+    with pytest.warns(FutureWarning, match=r"model\.memory\.decay -> model\.inner\.retention"):
+        m = validate(d).model
+    assert (m.inner.chunk_size, m.inner.optimizer, m.inner.retention) == (16, "dgd", False)
+
+
+def test_checkpoint_written_with_old_keys_still_matches():
+    """A run's saved model section in the old layout is read in today's names on resume."""
+    import dataclasses
+
+    from hope_jax.config_legacy import RENAMED
+    from hope_jax.train.checkpoint import model_diff
+
+    m = _model(name="hope", inner={"chunk_size": 8})
+    current = dataclasses.asdict(m)
+    old = {k: v for k, v in current.items() if k != "inner"}
+    old["memory"] = dict(current["memory"], out_norm=True, remat_every=4, closed_form=True,
+                         chunk_size=64, inner_opt="titans", lr_max=0.1)
+    old["hope"] = dict(current["hope"], persist_state=False,
+                       **{o: current["inner"][n] for o, n in RENAMED["hope"].items()
+                          if not n.startswith("!")})
+    assert model_diff(old, current) == []
+    old["hope"]["chunk_size"] = 16
+    assert model_diff(old, current) == [
+        "config.model.inner.chunk_size: checkpoint 16 vs config 8"]
+
+
+def test_config_sections_do_not_import_the_assembled_config():
+    """Each section lives beside what it configures; nothing under memory/, models/, optim/, nn/
+    imports `hope_jax.config` (the old 13-file import circle ran through it)."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    pat = re.compile(r"^\s*(from hope_jax\.config import|import hope_jax\.config\b|"
+                     r"from hope_jax import config\b)", re.M)
+    for pkg in ("memory", "models", "optim", "nn"):
+        for f in (pathlib.Path(ROOT) / "hope_jax" / pkg).glob("*.py"):
+            assert not pat.search(f.read_text()), f
+    for first in ("hope_jax.models.config", "hope_jax.memory.self_modifying", "hope_jax.optim"):
+        code = f"import {first}; import hope_jax.config"
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

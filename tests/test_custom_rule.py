@@ -16,8 +16,8 @@ import pytest
 
 from hope_jax.config import validate
 from hope_jax.memory import optimizers, reference, rules, scan
-from hope_jax.memory.self_modifying import SelfModifyingTitans
 from hope_jax.memory.titans import memory_spec
+from hope_jax.models.hope import self_modifying_layer
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
 
@@ -57,17 +57,17 @@ with jax.enable_x64(True):
     X = jax.random.normal(jax.random.PRNGKey(0), (B, T, D), jnp.float64)
 
 
-def _model_cfg(name, **section):
-    key = "hope" if name == "hope" else "memory"
+def _model_cfg(name, hope=None, **inner):
+    """The model's config with `inner` keys in `model.inner` (the same names for every model)."""
     return validate({"model": {"name": name, "d_model": D, "num_heads": H, "num_layers": 1,
                                "dtype": "float64", "param_dtype": "float64",
-                               "memory": {"remat_every": 0}, key: section}}).model
+                               "inner": {"remat_every": 0, **inner}, "hope": hope or {}}}).model
 
 
 def _hope_cfg():
-    return _model_cfg("hope", inner_optimizer="tanh_sgd", objective="pseudo_huber",
-                      chunk_size=4, other_chunk_size=2, memory_hidden_mult=1.0,
-                      cms_periods=(4, 0))
+    return _model_cfg("hope", dict(other_chunk_size=2, memory_hidden_mult=1.0,
+                                   cms_periods=(4, 0)),
+                      optimizer="tanh_sgd", objective="pseudo_huber", chunk_size=4)
 
 
 def _params(module):
@@ -91,7 +91,7 @@ def test_hope_runs_the_custom_rule_as_written():
     """HOPE's self-modifying layer with the user's rule + objective (config names): chunked ≡
     the token-by-token reference (which calls the rule's `step` and the objective)."""
     cfg = _hope_cfg()
-    fast, ref = SelfModifyingTitans(cfg), SelfModifyingTitans(cfg, inner_reference=True)
+    fast, ref = self_modifying_layer(cfg), self_modifying_layer(cfg, inner_reference=True)
     p = _params(fast)
     y, st = jax.jit(fast.apply)(p, X, POS, SEG)
     y_ref, st_ref = jax.jit(ref.apply)(p, X, POS, SEG)
@@ -100,17 +100,16 @@ def test_hope_runs_the_custom_rule_as_written():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     assert float(jnp.std(y)) > 1e-3
     # not silently the built-in rule: DGD on the same params gives another output
-    dgd = dataclasses.replace(cfg, hope=dataclasses.replace(cfg.hope, inner_optimizer="dgd"))
-    y_dgd, _ = jax.jit(SelfModifyingTitans(dgd).apply)(p, X, POS, SEG)
+    dgd = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, optimizer="dgd"))
+    y_dgd, _ = jax.jit(self_modifying_layer(dgd).apply)(p, X, POS, SEG)
     assert float(jnp.max(jnp.abs(y - y_dgd))) > 1e-6
 
 
 def test_titans_runs_the_custom_rule_as_written():
-    """The Titans engine (`memory_scan`) with the rule from `model.memory.inner_opt` and the
-    objective from `model.memory.objective` ≡ its token-by-token reference."""
-    mc = _model_cfg("titans_lmm", inner_opt="tanh_sgd", objective="pseudo_huber",
-                    chunk_size=4).memory
-    spec = memory_spec(mc, 4)
+    """The Titans engine (`memory_scan`) with the rule from `model.inner.optimizer` and the
+    objective from `model.inner.objective` ≡ its token-by-token reference."""
+    cfg = _model_cfg("titans_lmm", optimizer="tanh_sgd", objective="pseudo_huber", chunk_size=4)
+    spec = memory_spec(cfg.memory, cfg.inner, 4)
     assert spec.optimizer.name == "tanh_sgd" and spec.objective is pseudo_huber
     ks = jax.random.split(jax.random.PRNGKey(2), 5)
     q, k = (jax.random.normal(kk, (B, H, T, 4), jnp.float64) for kk in ks[:2])
@@ -132,7 +131,7 @@ def test_titans_runs_the_custom_rule_as_written():
 def test_outer_gradient_through_custom_rule_matches_finite_differences():
     """d(loss)/d(params) along a random direction: jax.grad ≡ central differences (f64)."""
     cfg = _hope_cfg()
-    m = SelfModifyingTitans(cfg)
+    m = self_modifying_layer(cfg)
     p = _params(m)
     r = jax.random.normal(jax.random.PRNGKey(3), (B, T, D), jnp.float64)
     loss = jax.jit(lambda p: jnp.sum(m.apply(p, X, POS, SEG)[0] * r))

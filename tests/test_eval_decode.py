@@ -17,8 +17,8 @@ from tests.helpers import tiny_config
 # vs one masked matmul, chunked vs whole-sequence scans), so logits agree to ~1e-5 relative.
 ATOL = 2e-4
 TINY = {"model.d_model": 16, "model.num_layers": 1, "model.num_heads": 2, "model.mlp_hidden": 32,
-        "model.memory.chunk_size": 4, "model.memory.window": 4, "model.memory.segment_len": 4,
-        "model.memory.n_persistent": 2, "model.hope.chunk_size": 4,
+        "model.inner.chunk_size": 4, "model.memory.window": 4, "model.memory.segment_len": 4,
+        "model.memory.n_persistent": 2,
         "model.hope.cms_periods": (4, 0), "model.hope.cms_signal": "outer"}
 T = 11  # prefill 4 tokens (one chunk of 4, one compiled shape), then 7 steps crossing 8
 
@@ -64,7 +64,7 @@ def test_every_model_decodes():
 @pytest.mark.parametrize("name", ["hope", "hope_attention", "transformer"])
 def test_recurrent_equals_parallel_wider(name):
     cfg = tiny_config(**{"model.name": name, "model.hope.cms_signal": "outer",
-                         "model.hope.chunk_size": 4})
+                         "model.inner.chunk_size": 4})
     _check_decode_equals_parallel(cfg, 13, 6)
 
 
@@ -103,7 +103,7 @@ def test_unsupported_models_fall_back():
 
 def _segmented_hope():
     return tiny_config(**{"model.name": "hope", "model.d_model": 16, "model.num_layers": 1,
-                          "model.num_heads": 2, "model.hope.chunk_size": 4,
+                          "model.num_heads": 2, "model.inner.chunk_size": 4,
                           "model.hope.cms_periods": (8, 0), "model.hope.cms_first_order": True})
 
 

@@ -26,16 +26,16 @@ def test_param_counts_within_5_percent_of_nominal(path):
 def _hope(**kw):
     """Tiny HOPE with a static CMS (stack mode: cheap to compile); CMS dynamics: test_cms.py."""
     base = {"model.name": "hope", "model.d_model": 16, "model.num_heads": 2, "model.num_layers": 1,
-            "model.mlp_hidden": 16, "model.hope.chunk_size": 4, "model.hope.cms_periods": (0, 0),
+            "model.mlp_hidden": 16, "model.inner.chunk_size": 4, "model.hope.cms_periods": (0, 0),
             "data.seq_len": 16}
     base.update(kw)
     return tiny_config(**base)
 
 
 ABLATIONS = {  # SPEC Table 6, each one config value
-    "w/o DGD": {"model.hope.inner_optimizer": "gd"},
-    "w/o momentum": {"model.hope.momentum": False},
-    "w/o weight decay": {"model.hope.weight_decay": False},
+    "w/o DGD": {"model.inner.optimizer": "gd"},
+    "w/o momentum": {"model.inner.momentum": False},
+    "w/o weight decay": {"model.inner.retention": False},
     "w/o CMS": {"model.hope.cms_periods": (0,)},  # one static FFN instead of two levels
     "k at the slowest level": {"model.hope.static_proj": "k"},
     "v at the slowest level": {"model.hope.static_proj": "v"},
@@ -44,9 +44,11 @@ ABLATIONS = {  # SPEC Table 6, each one config value
 
 
 def test_defaults_match_spec():
-    hc = tiny_config().model.hope
-    assert (hc.inner_optimizer, hc.momentum, hc.weight_decay, hc.adaptive_q, hc.static_proj) == (
+    m = tiny_config(**{"model.name": "hope"}).model
+    hc, ic = m.hope, m.inner
+    assert (ic.optimizer, ic.momentum, ic.retention, hc.adaptive_q, hc.static_proj) == (
         "dgd", True, True, False, "")
+    assert (ic.chunk_size, ic.lr_max, ic.lr_init) == (16, 1.0, 0.01)
     assert (hc.cms_signal, hc.cms_variant, hc.cms_periods) == ("ntp", "sequential", (16, 256, 0))
 
 

@@ -23,8 +23,8 @@ def _model(name, **kw):
 
 # every registered model at d=16, one layer, T=16 (registry-parametrized: a new model is tested)
 TINY = {"model.d_model": 16, "model.num_layers": 1, "model.num_heads": 2, "model.mlp_hidden": 32,
-        "model.memory.chunk_size": 4, "model.memory.window": 4, "model.memory.segment_len": 4,
-        "model.memory.n_persistent": 2, "model.hope.chunk_size": 4, "data.seq_len": 16}
+        "model.inner.chunk_size": 4, "model.memory.window": 4, "model.memory.segment_len": 4,
+        "model.memory.n_persistent": 2, "data.seq_len": 16}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -18,8 +18,9 @@ from hope_jax.config import ModelConfig
 from hope_jax.memory import rules
 from hope_jax.memory import self_modifying as sm
 from hope_jax.memory.config import MemoryConfig
-from hope_jax.memory.hope_config import HopeConfig
 from hope_jax.memory.titans import NeuralMemory
+from hope_jax.models.hope import self_modifying_layer
+from tests.helpers import model_with
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest.py
 
@@ -32,11 +33,11 @@ with jax.enable_x64(True):  # module constants in float64 without switching x64 
     X = jax.random.normal(jax.random.PRNGKey(0), (B, T, D), jnp.float64)
 
 
-def _cfg(closed_form=True, remat_every=4, **hope):
-    hope = {"chunk_size": 4, "memory_hidden_mult": 2.0, **hope}
-    return ModelConfig(d_model=D, num_heads=H, dtype="float64", param_dtype="float64",
-                       hope=HopeConfig(**hope),
-                       memory=MemoryConfig(closed_form=closed_form, remat_every=remat_every))
+def _cfg(**keys):
+    """The HOPE layer's config at this file's size; `keys` of model.inner / model.hope."""
+    base = ModelConfig(name="hope", d_model=D, num_heads=H, dtype="float64",
+                       param_dtype="float64")
+    return model_with(base, **{"chunk_size": 4, "memory_hidden_mult": 2.0, **keys})
 
 
 BASE = _cfg(other_chunk_size=2)
@@ -53,7 +54,7 @@ def _params(cfg, seed=1):
 
     Only the structure comes from Flax (`eval_shape`); the values come from numpy (float64
     `jax.random` compiles for ~20 s on a busy CPU)."""
-    shapes = jax.eval_shape(sm.SelfModifyingTitans(cfg).init, jax.random.PRNGKey(0), X, POS, SEG)
+    shapes = jax.eval_shape(self_modifying_layer(cfg).init, jax.random.PRNGKey(0), X, POS, SEG)
     rng = np.random.default_rng(seed)
 
     def fill(path, a):
@@ -71,7 +72,7 @@ def _params(cfg, seed=1):
 def _apply(cfg, reference=False):
     """The layer's apply; `reference` swaps the chunked inner loop for the token-by-token one
     (both looked up when the layer is traced)."""
-    m = sm.SelfModifyingTitans(cfg, inner_reference=reference)
+    m = self_modifying_layer(cfg, inner_reference=reference)
 
     def f(p, x, seg, state):
         return m.apply(p, x, POS[:, : x.shape[1]], seg, state)
@@ -118,7 +119,7 @@ def test_chunked_matches_token_reference(chunk, other):
 
 
 @pytest.mark.parametrize("hope", [
-    dict(inner_optimizer="gd", momentum=False, weight_decay=False, static_proj="k",
+    dict(optimizer="gd", momentum=False, retention=False, static_proj="k",
          other_chunk_size=2),
     dict(adaptive_q=True, static_proj="v", other_chunk_size=8),
     dict(closed_form=False, other_chunk_size=2),  # the engine's dgd() step scanned per token
@@ -165,7 +166,7 @@ def test_segment_carry_equals_one_pass():
     _close(jnp.concatenate([y1, y2], 1), y)
     _close(st2, st)
     # the pure initialiser (no params: the first token takes the meta-learned init) ≡ None
-    y0, _ = _run(cfg, p, X[:, :8], SEG[:, :8], sm.SelfModifyingTitans(cfg).init_state(B))
+    y0, _ = _run(cfg, p, X[:, :8], SEG[:, :8], self_modifying_layer(cfg).init_state(B))
     _close(y0, y1)
 
 
@@ -191,16 +192,15 @@ def test_document_reset(chunk, other, start):
 @pytest.mark.parametrize("opt", ["dgd", "gd"])
 def test_static_equals_titans_layer(opt):
     """self_modify=False ≡ `NeuralMemory` with the matching config (same param names)."""
-    cfg = _cfg(self_modify=False, inner_optimizer=opt)
-    hc = cfg.hope
-    mc = MemoryConfig(arch="mlp", depth=2, hidden_mult=hc.memory_hidden_mult, activation="gelu",
-                      inner_opt="dgd" if opt == "dgd" else "titans", momentum=hc.momentum,
-                      decay=hc.weight_decay, lr_max=hc.lr_max, chunk_size=hc.chunk_size,
-                      remat_every=0, conv_width=hc.conv_width)
+    cfg = _cfg(self_modify=False, optimizer=opt)
+    mc = MemoryConfig(arch="mlp", depth=2, hidden_mult=cfg.hope.memory_hidden_mult,
+                      activation="gelu")
+    ic = dataclasses.replace(cfg.inner, optimizer="dgd" if opt == "dgd" else "titans",
+                             remat_every=0)
     # NeuralMemory keeps its memory init, gates and l2-norm in fp32: use fp32-exact params
     p = jax.tree_util.tree_map(lambda w: w.astype(jnp.float32).astype(w.dtype), _params(cfg))
     y, _ = _run(cfg, p)
-    titans = NeuralMemory(H, D // H, mc, cfg.init_std, dtype=jnp.float64,
+    titans = NeuralMemory(H, D // H, mc, ic, cfg.init_std, dtype=jnp.float64,
                           param_dtype=jnp.float64)
     y_titans = _jit(titans.apply)(p, X, SEG)
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_titans), rtol=1e-5, atol=1e-5)
@@ -208,24 +208,26 @@ def test_static_equals_titans_layer(opt):
 
 
 def test_defaults_follow_spec():
-    hc = HopeConfig()
-    assert (hc.self_modify, hc.adaptive_q, hc.inner_optimizer, hc.momentum, hc.weight_decay,
+    cfg = ModelConfig(name="hope")
+    hc, ic = cfg.hope, cfg.inner
+    assert (hc.self_modify, hc.adaptive_q, ic.optimizer, ic.momentum, ic.retention,
             hc.static_proj) == (True, False, "dgd", True, True, "")  # SPEC §4.3, A6, A8, A9
-    spec = sm.layer_spec(ModelConfig(hope=hc))
+    assert (ic.chunk_size, ic.lr_max) == (16, 1.0)  # SPEC §7, A9
+    spec = sm.layer_spec(cfg.hope, cfg.inner, cfg.head_dim)
     assert spec.adaptive == ("k", "v", "lr", "retain") and spec.self_target
     assert spec.mem.optimizer.name == "dgd+momentum" and spec.gates == ("lr", "momentum", "retain")
-    assert spec.mem.objective is rules.l2  # the default inner loss; hope.objective switches it
+    assert spec.mem.objective is rules.l2  # the default inner loss; inner.objective switches it
 
 
 @pytest.mark.parametrize("switch", [
-    dict(inner_optimizer="gd"), dict(momentum=False), dict(weight_decay=False),
+    dict(optimizer="gd"), dict(momentum=False), dict(retention=False),
     dict(static_proj="k"), dict(static_proj="v"), dict(adaptive_q=True), dict(self_modify=False),
 ])
 def test_each_switch_changes_output(switch):
     """Every ablation of Table 6 changes the layer (shared params held equal)."""
     base = BASE
     p0 = _params(base)
-    cfg = dataclasses.replace(base, hope=dataclasses.replace(base.hope, **switch))
+    cfg = model_with(base, **switch)
     p = _params(cfg)
     p = {"params": {k: p0["params"].get(k, v) for k, v in p["params"].items()}}
     y0, _ = _run(base, p0)

@@ -97,7 +97,7 @@ def _cases():
 # layer, T=16; HOPE with an in-context (ntp, first-order) CMS level of period 8.
 TINY = {"model.d_model": 32, "model.num_heads": 2, "model.num_layers": 1, "model.mlp_hidden": 32,
         "data.batch_size": 4, "data.seq_len": 16, "optim.grad_accum": 1,
-        "model.memory.chunk_size": 4, "model.hope.chunk_size": 4,
+        "model.inner.chunk_size": 4,
         "model.hope.cms_periods": (8, 0), "model.hope.cms_first_order": True}
 
 

@@ -1,5 +1,6 @@
 """Titans models through the full LM: causality, document isolation, gradients, configs."""
 
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from hope_jax.config import ConfigError, validate
+from hope_jax.memory.config import InnerConfig
 from hope_jax.models.lm import LM
 from tests.helpers import assert_causal_and_doc_isolated
 
@@ -17,10 +19,14 @@ T = 24
 VARIANTS = ["titans_lmm", "titans_mag", "titans_mal", "titans_mac"]
 
 
-def _cfg(name, **memory):
-    mem = dict(chunk_size=4, window=8, segment_len=8, n_persistent=2, remat_every=2) | memory
+def _cfg(name, **keys):
+    """`keys` of model.inner or model.memory, each in its own section."""
+    keys = dict(chunk_size=4, window=8, segment_len=8, n_persistent=2, remat_every=2) | keys
+    inner_keys = {f.name for f in dataclasses.fields(InnerConfig)}
+    inner = {k: v for k, v in keys.items() if k in inner_keys}
+    mem = {k: v for k, v in keys.items() if k not in inner_keys}
     return validate({"model": {"name": name, "vocab_size": 31, "d_model": 16, "num_layers": 2,
-                               "num_heads": 2, "memory": mem}}).model
+                               "num_heads": 2, "memory": mem, "inner": inner}}).model
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -96,8 +102,8 @@ def test_neural_memory_state_carry(inner_opt):
     from hope_jax.memory.config import MemoryConfig
     from hope_jax.memory.titans import NeuralMemory
 
-    mc = MemoryConfig(chunk_size=4, inner_opt=inner_opt, remat_every=0, hidden_mult=1.0)
-    m = NeuralMemory(2, 4, mc)
+    ic = InnerConfig(chunk_size=4, optimizer=inner_opt, remat_every=0, lr_max=0.1)
+    m = NeuralMemory(2, 4, MemoryConfig(hidden_mult=1.0), ic)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 8))
     pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
     seg = jnp.array([[0] * 6 + [1] * 6, [2] * 12])

@@ -131,12 +131,12 @@ def test_settings_added_to_the_schema_later_do_not_orphan_old_runs():
     defaults = model_defaults()
     current = json.loads(json.dumps(tiny_config().to_dict()["model"]))
     old = {k: v for k, v in current.items() if k != "attn_q_block"}
-    old["hope"] = {k: v for k, v in current["hope"].items() if k != "lr_init"}
+    old["hope"] = {k: v for k, v in current["hope"].items() if k != "cms_lr"}
     assert config_diff(old, current, "config.model", defaults=defaults) == []
-    changed = {**current, "attn_q_block": 512, "hope": {**current["hope"], "lr_init": 0.1}}
+    changed = {**current, "attn_q_block": 512, "hope": {**current["hope"], "cms_lr": 0.1}}
     assert config_diff(old, changed, "config.model", defaults=defaults) == [
         "config.model.attn_q_block: checkpoint '<absent>' vs config 512",
-        "config.model.hope.lr_init: checkpoint '<absent>' vs config 0.1"]
+        "config.model.hope.cms_lr: checkpoint '<absent>' vs config 0.1"]
     assert config_diff(old, current, "config.model")  # without defaults: strict
 
 

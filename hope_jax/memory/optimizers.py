@@ -27,7 +27,7 @@ Newton-Schulz (Eqs. 42-44) with only `step` get the general path. Nothing is cho
 name: a rule runs exactly as written.
 
 Registries: `register_inner_optimizer(name, factory)` makes `factory(momentum, decay)` available
-to every layer by config name (`model.memory.inner_opt`, `model.hope.inner_optimizer`); the inner
+to every layer by config name (`model.inner.optimizer`); the inner
 objectives have theirs in `rules.register_objective`.
 A deep optimizer with learned parameters (e.g. DMGD's momentum MLP) closes over them when it is
 built inside a module.
@@ -228,7 +228,7 @@ def register_inner_optimizer(name: str, factory: Callable[[bool, bool], InnerOpt
 
 
 def make_inner_optimizer(name: str, momentum: bool, decay: bool) -> InnerOptimizer:
-    """The optimizer a config names (`model.memory.inner_opt`, `model.hope.inner_optimizer`)."""
+    """The optimizer a config names (`model.inner.optimizer`)."""
     if name not in INNER_OPTIMIZERS:
         raise ValueError(f"unknown inner optimizer {name!r}; known: {sorted(INNER_OPTIMIZERS)} "
                          "(add yours with register_inner_optimizer)")

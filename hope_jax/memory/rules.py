@@ -215,7 +215,7 @@ OBJECTIVES: dict[str, Objective] = {"dot": dot_product, "l2": l2}
 
 def register_objective(name: str, objective: Objective) -> None:
     """Makes `objective(pred_V, target_V) -> scalar` the inner objective named `name` in every
-    config (`model.memory.objective`, `model.hope.objective`)."""
+    config (`model.inner.objective`)."""
     if not callable(objective):
         raise TypeError(f"inner objective {name!r} must be callable (pred_V, target_V) -> scalar")
     OBJECTIVES[name] = objective

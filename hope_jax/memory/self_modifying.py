@@ -21,7 +21,7 @@ k, v, q, eta, alpha for all tokens, the second runs M_mem on them. The adaptive 
 stacked on an axis M and vmapped (one graph for all). Every memory writes through the engine's
 one per-chunk primitive `scan.chunk_update` with the spec's objective and optimizer: DGD's own
 closed form (`dgd_chunk`: matmuls and one C x C unit-triangular inverse shared by the memories),
-GD's affine closed form, or a scan of any other rule's `step` (`memory.closed_form=False`: always
+GD's affine closed form, or a scan of any other rule's `step` (`inner.closed_form=False`: always
 the step). All are tested against the token-by-token `self_modifying_reference`, which calls
 the optimizer's `step` and the objective.
 
@@ -42,8 +42,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
 from hope_jax.memory import frame
+from hope_jax.memory.config import InnerConfig
+from hope_jax.memory.hope_config import HopeConfig
 from hope_jax.memory.optimizers import make_inner_optimizer
 from hope_jax.memory.rules import gate_bias, get_objective, make_arch, squash_gates
 from hope_jax.memory.scan import MemorySpec, chunk_update, chunked_scan
@@ -51,7 +52,6 @@ from hope_jax.memory.scan import read as read_chunk
 from hope_jax.nn.layers import dtype_of
 
 _VECS = ("q", "k", "v")
-_GATE_INIT = {"momentum": 0.9, "retain": 0.99}  # ours: beta, alpha at init (eta: hope.lr_init)
 _ACT = "gelu"  # sigma of Eq. 89 (unspecified in the paper; engine default)
 
 
@@ -80,21 +80,21 @@ class SelfModSpec:
         return self.mem.optimizer.gates
 
 
-def layer_spec(cfg: ModelConfig) -> SelfModSpec:
-    """The inner-loop description of `cfg.hope` for heads of width `cfg.head_dim`."""
-    hc = cfg.hope
-    opt = make_inner_optimizer(hc.inner_optimizer, hc.momentum, hc.weight_decay)
+def layer_spec(hc: HopeConfig, ic: InnerConfig, head_dim: int) -> SelfModSpec:
+    """The inner-loop description of the layer `hc` with inner loop `ic` (resolved, see
+    `ModelConfig`) for heads of width `head_dim`."""
+    opt = make_inner_optimizer(ic.optimizer, ic.momentum, ic.retention)
     adaptive: tuple[str, ...] = ()
     if hc.self_modify:
         names = ["q"] if hc.adaptive_q else []
         names += ["k", "v", "lr"] + (["retain"] if "retain" in opt.gates else [])
         adaptive = tuple(n for n in names if n != hc.static_proj)
-    arch = make_arch("mlp", cfg.head_dim, cfg.head_dim, 2, hc.memory_hidden_mult, _ACT, True,
-                     cfg.memory.out_norm)
-    mem = MemorySpec(arch, get_objective(hc.objective), opt, hc.chunk_size,
-                     remat_every=cfg.memory.remat_every, closed_form=cfg.memory.closed_form)
-    return SelfModSpec(mem, hc.other_chunk_size or hc.chunk_size, adaptive, hc.self_modify,
-                       hc.lr_max)
+    arch = make_arch("mlp", head_dim, head_dim, 2, hc.memory_hidden_mult, _ACT, True,
+                     ic.out_norm)
+    mem = MemorySpec(arch, get_objective(ic.objective), opt, ic.chunk_size,
+                     remat_every=ic.remat_every, closed_form=ic.closed_form)
+    return SelfModSpec(mem, hc.other_chunk_size or ic.chunk_size, adaptive, hc.self_modify,
+                       ic.lr_max)
 
 
 def _finish(spec: SelfModSpec, vecs: dict, logits: dict) -> dict:
@@ -215,7 +215,7 @@ class SelfModifyingTitans(nn.Module):
     `state` (None = fresh) and the returned state are dicts with leaves of leading dim B:
       fast:     {"mem": (params, opt_state)} main memory: params (W_0 [B,H,K,F], W_1 [B,H,F,K]),
                 opt_state ((S_0, S_1),) with momentum, else (); "aux": the same for the M
-                adaptive memories stacked on axis 2 ([B,H,M,K,F], ...) in `layer_spec(cfg).adaptive`
+                adaptive memories stacked on axis 2 ([B,H,M,K,F], ...) in `layer_spec(...).adaptive`
                 order (absent with self_modify=False);
       conv:     {proj name: [B, W-1, H*K]} last inputs of each causal conv;
       conv_seg: [B, W-1] their document ids;  prev_seg: [B] document id of the last token.
@@ -224,15 +224,22 @@ class SelfModifyingTitans(nn.Module):
     tail is padded (padding never writes), and the next call starts a new chunk there.
 
     Attributes:
-      cfg: model config (reads hope, memory.remat_every / closed_form, d_model, num_heads,
-        head_dim, dtypes).
-      out_std: init std of the output projection (default cfg.init_std).
+      num_heads, head_dim: memory heads (each has its own fast memories).
+      hope: the layer's section (`model.hope`); inner: its inner loop (`model.inner`, resolved).
+      init_std / out_std: projection init scales (out_std default init_std); dtype /
+        param_dtype: compute and param dtype names.
       inner_reference: run the slow token-by-token reference of the inner loop
         (`self_modifying_reference`, tests) instead of the chunk-parallel scan.
     """
 
-    cfg: ModelConfig
+    num_heads: int
+    head_dim: int
+    hope: HopeConfig
+    inner: InnerConfig
+    init_std: float = 0.02
     out_std: float | None = None
+    dtype: str = "float32"
+    param_dtype: str = "float32"
     inner_reference: bool = False
 
     def _mem_init(self, prefix, arch, h):
@@ -242,30 +249,30 @@ class SelfModifyingTitans(nn.Module):
         return tuple(self.param(f"{prefix}mem_w{i}", nn.with_logical_partitioning(
             lambda key, shape, dtype, i=i: init(key, shape, dtype, i),
             ("heads", "kv", None) if i == 0 else ("heads", None, "kv")),
-            (h,) + s, dtype_of(self.cfg.param_dtype)) for i, s in enumerate(arch.shapes()))
+            (h,) + s, dtype_of(self.param_dtype)) for i, s in enumerate(arch.shapes()))
 
     def init_state(self, batch: int) -> dict:
         """A fresh state for `batch` rows, without params (pure: `frame.zero_state`)."""
-        cfg = self.cfg
-        spec = layer_spec(cfg)
+        cfg = self
+        spec = layer_spec(self.hope, self.inner, self.head_dim)
         shapes = {"mem": tuple((cfg.num_heads,) + s for s in spec.mem.arch.shapes())}
         if spec.adaptive:
             m = len(spec.adaptive)
             shapes["aux"] = tuple((cfg.num_heads, m) + s for s in spec.mem.arch.shapes())
         sdt = jnp.promote_types(dtype_of(cfg.dtype), jnp.float32)
         return frame.zero_state(shapes, spec.mem.optimizer.init, batch, _conv_names(spec),
-                          cfg.hope.conv_width, cfg.num_heads * cfg.head_dim, sdt)
+                          cfg.inner.conv_width, cfg.num_heads * cfg.head_dim, sdt)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, state=None):
         del positions_BT  # position-free: order enters through the recurrence and the convs
-        cfg, hc = self.cfg, self.cfg.hope
+        cfg, ic = self, self.inner
         h, kd, seg = cfg.num_heads, cfg.head_dim, segment_ids_BT
         b, t, d = x_BTD.shape
         cdt = dtype_of(cfg.dtype)
         sdt = jnp.promote_types(cdt, jnp.float32)  # fast state, gates, norms (SPEC §7.1)
         kw = dict(dtype=cdt, param_dtype=dtype_of(cfg.param_dtype))
-        spec = layer_spec(cfg)
+        spec = layer_spec(self.hope, self.inner, kd)
         cast = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(sdt), tree)
         init = {"mem": cast(self._mem_init("", spec.mem.arch, h))}
         if spec.adaptive:  # stacked on axis M after H, in the order of spec.adaptive
@@ -273,14 +280,14 @@ class SelfModifyingTitans(nn.Module):
             init["aux"] = jax.tree_util.tree_map(lambda *w: jnp.stack(w, 1), *per)
         convs = _conv_names(spec)
         if state is None:
-            state = frame.fresh_state(init, spec.mem.optimizer.init, b, convs, hc.conv_width,
+            state = frame.fresh_state(init, spec.mem.optimizer.init, b, convs, ic.conv_width,
                                       h * kd, sdt, seg)
         state = frame.begin(state, init, spec.mem.optimizer.init, sdt)
         seg_c = frame.conv_segments(state, seg)
         new_conv = {}
 
         def proj_conv(name):  # silu(conv(x W)) per head (Titans §4.4, A16); conv tail carried
-            y, new_conv[name] = frame.proj_conv(x_BTD, name, h, kd, hc.conv_width,
+            y, new_conv[name] = frame.proj_conv(x_BTD, name, h, kd, ic.conv_width,
                                                 state["conv"][name], seg_c, cfg.init_std, kw)
             return y
 
@@ -294,8 +301,10 @@ class SelfModifyingTitans(nn.Module):
                 xs[n] = z
         read = {}
         for n in spec.gates:
-            init_v = hc.lr_init if n == "lr" else _GATE_INIT[n]
-            bias_v = gate_bias(n, init_v, hc.lr_max)
+            # gate values at init (ours): eta, beta (momentum), 1 - alpha (retain)
+            init_v = {"lr": ic.lr_init, "momentum": ic.momentum_init,
+                      "retain": 1.0 - ic.forget_init}[n]
+            bias_v = gate_bias(n, init_v, ic.lr_max)
             if n in spec.adaptive:  # logit = w . M_n(x^n) + b per head (A7)
                 bias = frame.gate_bias_param(self, n, h, bias_v, kw["param_dtype"])
                 xs["x"][n] = to_bh(proj_conv(f"{n}_in"))
@@ -312,7 +321,7 @@ class SelfModifyingTitans(nn.Module):
         lcm = math.lcm(spec.mem.chunk_size, spec.other_chunk_size)
         xs, valid = frame.pad_to_chunk(xs, lcm, 2, t)
         reset = None
-        if seg is not None and not hc.persist_state:  # A4/A17: fresh memories per document
+        if seg is not None and ic.doc_reset:  # A4/A17: fresh memories per document
             last = jnp.where(state["prev_seg"] < 0, seg[:, 0], state["prev_seg"])  # fresh: begin
             prev = jnp.concatenate([last[:, None].astype(seg.dtype), seg[:, :-1]], 1)
             reset, _ = frame.pad_to_chunk(seg != prev, lcm, 1, t)
@@ -327,4 +336,4 @@ class SelfModifyingTitans(nn.Module):
                        reset_BT=reset, valid_T=valid)
         y = jnp.moveaxis(y, 2, 1)[:, :t]  # [B, T, H, K]
         y = frame.output(x_BTD, y, d, cfg.init_std, self.out_std or cfg.init_std, sdt, kw)
-        return y, frame.end_state(state, fast, new_conv, seg, seg_c, hc.conv_width)
+        return y, frame.end_state(state, fast, new_conv, seg, seg_c, ic.conv_width)

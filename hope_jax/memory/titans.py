@@ -18,23 +18,23 @@ import jax
 import jax.numpy as jnp
 
 from hope_jax.memory import frame
-from hope_jax.memory.config import MemoryConfig
+from hope_jax.memory.config import InnerConfig, MemoryConfig
 from hope_jax.memory.optimizers import make_inner_optimizer
 from hope_jax.memory.rules import chunk_mean, gate_bias, get_objective, make_arch, squash_gates
 from hope_jax.memory.scan import MemorySpec, MemoryState, memory_scan
-from hope_jax.nn.layers import dtype_of
 
 _VECS = ("q", "k", "v")
 _LEGACY = object()  # marks the legacy two-argument call (x, segment_ids)
 
 
-def memory_spec(mc: MemoryConfig, head_dim: int) -> MemorySpec:
-    """The engine description of a `MemoryConfig` for heads of width `head_dim`."""
+def memory_spec(mc: MemoryConfig, ic: InnerConfig, head_dim: int) -> MemorySpec:
+    """The engine description of a memory shape `mc` and inner loop `ic` (resolved: no
+    sentinel left, see `ModelConfig`) for heads of width `head_dim`."""
     arch = make_arch(mc.arch, head_dim, head_dim, mc.depth, mc.hidden_mult, mc.activation,
-                     mc.residual, mc.out_norm)
-    opt = make_inner_optimizer(mc.inner_opt, mc.momentum, mc.decay)
-    return MemorySpec(arch, get_objective(mc.objective), opt, mc.chunk_size, mc.read_after_write,
-                      mc.remat_every, mc.closed_form)
+                     mc.residual, ic.out_norm)
+    opt = make_inner_optimizer(ic.optimizer, ic.momentum, ic.retention)
+    return MemorySpec(arch, get_objective(ic.objective), opt, ic.chunk_size, mc.read_after_write,
+                      ic.remat_every, ic.closed_form)
 
 
 class NeuralMemory(nn.Module):
@@ -51,13 +51,14 @@ class NeuralMemory(nn.Module):
 
     Attributes:
       num_heads, head_dim: memory heads (each has its own fast weights).
-      mem: the memory config section.
+      mem: the memory shape section (`model.memory`); inner: its inner loop (`model.inner`).
       init_std / out_std: projection init scales; dtype / param_dtype: compute and param dtypes.
     """
 
     num_heads: int
     head_dim: int
     mem: MemoryConfig
+    inner: InnerConfig
     init_std: float = 0.02
     out_std: float | None = None
     dtype: jnp.dtype = jnp.float32
@@ -68,10 +69,10 @@ class NeuralMemory(nn.Module):
 
     def init_state(self, batch: int) -> dict:
         """A fresh state for `batch` rows, without params (pure: `frame.zero_state`)."""
-        spec = memory_spec(self.mem, self.head_dim)
+        spec = memory_spec(self.mem, self.inner, self.head_dim)
         shapes = tuple((self.num_heads,) + s for s in spec.arch.shapes())
         return frame.zero_state({"mem": shapes}, spec.optimizer.init, batch, _VECS,
-                                self.mem.conv_width, self.num_heads * self.head_dim,
+                                self.inner.conv_width, self.num_heads * self.head_dim,
                                 self._state_dtype())
 
     @nn.compact
@@ -80,11 +81,11 @@ class NeuralMemory(nn.Module):
         if legacy:  # (x, segment_ids): the second argument is the document ids
             segment_ids_BT, positions_BT = positions_BT, None
         del positions_BT  # position-free: order enters through the recurrence and the convs
-        mc, h, kd, seg = self.mem, self.num_heads, self.head_dim, segment_ids_BT
+        mc, ic, h, kd, seg = self.mem, self.inner, self.num_heads, self.head_dim, segment_ids_BT
         b, t, d = x_BTD.shape
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         f32 = self._state_dtype()
-        spec = memory_spec(mc, kd)
+        spec = memory_spec(mc, ic, kd)
         arch = spec.arch
 
         def init_mem(key, shape, dtype):
@@ -97,31 +98,31 @@ class NeuralMemory(nn.Module):
             for i, s in enumerate(arch.shapes()))
         init = {"mem": init_params}
         if state is None:
-            state = frame.fresh_state(init, spec.optimizer.init, b, _VECS, mc.conv_width,
+            state = frame.fresh_state(init, spec.optimizer.init, b, _VECS, ic.conv_width,
                                       h * kd, f32, seg)
         state = frame.begin(state, init, spec.optimizer.init, f32)
         seg_c = frame.conv_segments(state, seg)
         vecs, new_conv = {}, {}
         for n in _VECS:
-            vecs[n], new_conv[n] = frame.proj_conv(x_BTD, n, h, kd, mc.conv_width,
+            vecs[n], new_conv[n] = frame.proj_conv(x_BTD, n, h, kd, ic.conv_width,
                                                    state["conv"][n], seg_c, self.init_std, kw)
         q, k, v = vecs["q"], vecs["k"], vecs["v"]  # SiLU on q, k, v (Titans §4.4)
         if mc.qk_norm:
             q, k = frame.l2norm(q), frame.l2norm(k)
         logits = {}
         for name in spec.optimizer.gates:  # the gates the inner rule reads
-            value = {"lr": mc.lr_init, "momentum": mc.momentum_init,
-                     "retain": 1.0 - mc.forget_init}[name]
-            bias = gate_bias(name, value, mc.lr_max)
+            value = {"lr": ic.lr_init, "momentum": ic.momentum_init,
+                     "retain": 1.0 - ic.forget_init}[name]
+            bias = gate_bias(name, value, ic.lr_max)
             logits[name] = frame.static_gate(self, x_BTD, name, h, bias, f32, f32,
                                              self.param_dtype, self.init_std)  # SPEC A7
         c = spec.chunk_size
         (q, k, v, logits), valid = frame.pad_to_chunk((q, k, v, logits), c, 1, t)
         if mc.gate_granularity == "chunk":
             logits = {n: chunk_mean(g, c) for n, g in logits.items()}
-        gates = squash_gates(logits, mc.lr_max)
+        gates = squash_gates(logits, ic.lr_max)
         mseg = None
-        if mc.doc_reset and seg is not None:
+        if ic.doc_reset and seg is not None:
             mseg = jnp.pad(seg, ((0, 0), (0, (-t) % c)), mode="edge")
         to_bh = lambda x: jnp.moveaxis(x, 1, 2)  # [B, T, H, ...] -> [B, H, T, ...]
         params, opt_state = state["fast"]["mem"]
@@ -135,10 +136,4 @@ class NeuralMemory(nn.Module):
         if legacy:
             return out
         fast = {"mem": (ms.params, ms.opt_state)}
-        return out, frame.end_state(state, fast, new_conv, seg, seg_c, mc.conv_width)
-
-
-def neural_memory(cfg, name: str = "memory", out_std: float | None = None) -> NeuralMemory:
-    """A `NeuralMemory` shaped by a `ModelConfig` (heads and width of the model)."""
-    return NeuralMemory(cfg.num_heads, cfg.head_dim, cfg.memory, cfg.init_std, out_std,
-                        dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name=name)
+        return out, frame.end_state(state, fast, new_conv, seg, seg_c, ic.conv_width)

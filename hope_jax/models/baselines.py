@@ -24,7 +24,7 @@ Decoding (the LM body's carry, `init_carry`): every mixer carries its memory sta
 `MemoryState`: S for the linear members, None = TTT's learned W_0 on the first call) and the last
 W-1 inputs of each short conv, so a call on the next tokens continues the sequence exactly. The
 linear members are per-token recurrences whatever the chunking (decode chunk 1); TTT's mini-batch
-is the model, so it decodes in committed chunks of `memory.chunk_size` (`models/decode.py`).
+is the model, so it decodes in committed chunks of `inner.chunk_size` (`models/decode.py`).
 
 Shape legend: B batch, T time, D width, H heads, K key head dim, V value head dim, E inner width.
 """
@@ -38,11 +38,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
 from hope_jax.memory.baselines import BASELINES, engine_spec, linear_memory
 from hope_jax.memory.delta_chunk import init_linear_state
 from hope_jax.memory.rules import gate_bias, squash_gates
 from hope_jax.memory.scan import memory_scan
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.transformer import ffn, norm, out_std
 from hope_jax.nn.layers import DenseGeneral, RMSNorm, ShortConv, dtype_of, rope
 
@@ -70,11 +70,11 @@ def _proj(cfg, x_BTD, name, heads, dim, *, conv=False, act=None, seg=None, axis=
     y = DenseGeneral((heads * dim,), ("embed",), (axis,), cfg.init_std, name=name,
                      **_kw(cfg))(x_BTD)
     if conv:
-        conv_layer = ShortConv(cfg.memory.conv_width, axis, name=f"{name}_conv", **_kw(cfg))
+        conv_layer = ShortConv(cfg.inner.conv_width, axis, name=f"{name}_conv", **_kw(cfg))
         if carry is None:
             y = conv_layer(y, seg)
         else:
-            w = cfg.memory.conv_width - 1
+            w = cfg.inner.conv_width - 1
             y = jnp.concatenate([carry["conv"][name].astype(y.dtype), y], 1)
             new["conv"][name] = y[:, y.shape[1] - w:].astype(carry["conv"][name].dtype)
             seg_w = jnp.concatenate([carry["conv_seg"], seg.astype(jnp.int32)], 1)
@@ -129,10 +129,10 @@ def run_linear_memory(cfg, name, q, k, v, lr, log_a, seg, state=None):
     Inputs are [B, T, H, *]; padded tail tokens write nothing (lr 0, no decay) and come after
     every real token, so real outputs and the final state are unchanged.
     """
-    mc, b = cfg.memory, BASELINES[name]
+    ic, b = cfg.inner, BASELINES[name]
     t = q.shape[1]
-    c = min(mc.chunk_size, t) if cfg.baseline.impl == "fast" else mc.chunk_size
-    bh, lr, seg_p = _chunk_inputs(c, t, lr, seg if mc.doc_reset else None)
+    c = min(ic.chunk_size, t) if cfg.baseline.impl == "fast" else ic.chunk_size
+    bh, lr, seg_p = _chunk_inputs(c, t, lr, seg if ic.doc_reset else None)
     y, state = linear_memory(b, bh(q), bh(k), bh(v), lr,
                              None if log_a is None else bh(log_a), impl=cfg.baseline.impl,
                              chunk_size=c, segment_ids_BT=seg_p, state=state)
@@ -154,7 +154,7 @@ def _new(carry):
 
 def _fresh(cfg, batch, convs: dict, mem):
     """A fresh mixer carry: zero conv tails {name: width} (document id 0 matches no token)."""
-    w = cfg.memory.conv_width - 1
+    w = cfg.inner.conv_width - 1
     return {"conv": {n: jnp.zeros((batch, w, f), _f32(cfg)) for n, f in convs.items()},
             "conv_seg": jnp.zeros((batch, w), jnp.int32), "mem": mem}
 
@@ -319,17 +319,18 @@ class TTTMixer(nn.Module):
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
-        cfg, mc, h, kd = self.cfg, self.cfg.memory, self.cfg.num_heads, self.cfg.head_dim
+        cfg, h, kd = self.cfg, self.cfg.num_heads, self.cfg.head_dim
+        mc, ic = cfg.memory, cfg.inner
         b, t, _ = x_BTD.shape
         seg, new = segment_ids_BT, _new(carry)
         q = _proj(cfg, x_BTD, "q", h, kd, conv=True, seg=seg, carry=carry, new=new)
         k = _proj(cfg, x_BTD, "k", h, kd, conv=True, seg=seg, carry=carry, new=new)
         v = _proj(cfg, x_BTD, "v", h, kd)
         bias = _head_param(self, "lr_bias", nn.initializers.constant(
-            gate_bias("lr", mc.lr_init, mc.lr_max)), h, cfg)
-        lr = squash_gates({"lr": _gate_logits(cfg, x_BTD, "lr_gate", h) + bias}, mc.lr_max)["lr"]
+            gate_bias("lr", ic.lr_init, ic.lr_max)), h, cfg)
+        lr = squash_gates({"lr": _gate_logits(cfg, x_BTD, "lr_gate", h) + bias}, ic.lr_max)["lr"]
         spec = engine_spec(BASELINES["ttt_mlp" if self.mlp else "ttt_linear"], kd, kd,
-                           mc.chunk_size, mc.hidden_mult, mc.remat_every)
+                           ic.chunk_size, mc.hidden_mult, ic.remat_every)
         arch = spec.arch
 
         def init_mem(key, i):
@@ -339,7 +340,7 @@ class TTTMixer(nn.Module):
             lambda key, shape, dtype, i=i: init_mem(key, i), ("heads", None, None)),
             (h,) + s, _f32(cfg)) for i, s in enumerate(arch.shapes()))
         c = spec.chunk_size
-        bh, lr, seg_p = _chunk_inputs(c, t, lr, seg if mc.doc_reset else None)
+        bh, lr, seg_p = _chunk_inputs(c, t, lr, seg if ic.doc_reset else None)
         y, mem = memory_scan(spec, w0, bh(q), bh(k), bh(v), {"lr": lr},
                              segment_ids_BT=seg_p, state=None if carry is None else carry["mem"])
         y = jnp.moveaxis(y, 2, 1)[:, :t]

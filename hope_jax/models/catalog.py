@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 
-from hope_jax.config import ModelConfig
 from hope_jax.memory import cms
 from hope_jax.models.baselines import BASELINE_MODELS, TTTMixer
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.hope import HopeAttentionBlock, HopeBlock
 from hope_jax.models.registry import register_model
 from hope_jax.models.samba import SambaBlock
@@ -23,7 +23,7 @@ def _one(cfg: ModelConfig) -> int:
 
 def _memory_chunk(cfg: ModelConfig) -> int:
     """Titans' chunked memory and TTT's mini-batch (the model itself): commit whole chunks."""
-    return cfg.memory.chunk_size
+    return cfg.inner.chunk_size
 
 
 def _hope_chunk(cfg: ModelConfig, mixer_chunk: int) -> int:
@@ -40,7 +40,8 @@ def _hope_chunk(cfg: ModelConfig, mixer_chunk: int) -> int:
 
 def _hope_decode(cfg: ModelConfig) -> int:
     hc = cfg.hope
-    return _hope_chunk(cfg, math.lcm(hc.chunk_size, hc.other_chunk_size or hc.chunk_size))
+    c = cfg.inner.chunk_size
+    return _hope_chunk(cfg, math.lcm(c, hc.other_chunk_size or c))
 
 
 def _hope_attention_decode(cfg: ModelConfig) -> int:
@@ -54,11 +55,9 @@ def _wrap_cms_outer(tx, axes, cfg: ModelConfig):
                                  is_leaf=lambda x: isinstance(x, tuple))
 
 
-def _hope_momentum(cfg: ModelConfig) -> bool:
-    return cfg.hope.momentum
-
-
-_HOPE = dict(supports_ntp=True, wrap_optimizer=_wrap_cms_outer, inner_momentum=_hope_momentum)
+# SPEC §7: M_mem chunk 16, DGD (A9), eta_t <= 1
+_HOPE = dict(supports_ntp=True, wrap_optimizer=_wrap_cms_outer, legacy_section="hope",
+             inner_defaults={"chunk_size": 16, "optimizer": "dgd", "lr_max": 1.0})
 
 register_model("transformer", TransformerBlock, decode_chunk=_one, full_attention=True)
 for _name, _block in TITANS_MODELS.items():  # chunked neural memory: commit whole chunks

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hope_jax.config import ModelConfig
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.lm import LM
 from hope_jax.models.ntp import ntp_init, ntp_inputs, ntp_logits, ntp_segment, ntp_step
 from hope_jax.models.registry import init_carry, model_spec

@@ -23,8 +23,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
 from hope_jax.memory import cms
+from hope_jax.memory.self_modifying import SelfModifyingTitans
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.transformer import norm, out_std
 from hope_jax.nn.attention import Attention, init_cache
 from hope_jax.nn.layers import dtype_of
@@ -47,12 +48,17 @@ class AttentionMixer(nn.Module):
         return attn(x_BTD, positions_BT, segment_ids_BT, cache=state)
 
 
+def self_modifying_layer(cfg: ModelConfig, **kw) -> SelfModifyingTitans:
+    """The self-modifying Titans layer shaped by a model config (heads, width, dtypes, sections
+    `hope` and `inner`); `kw` as the layer's attributes (name, out_std, inner_reference)."""
+    return SelfModifyingTitans(cfg.num_heads, cfg.head_dim, cfg.hope, cfg.inner, cfg.init_std,
+                               **{"dtype": cfg.dtype, "param_dtype": cfg.param_dtype, **kw})
+
+
 def _mixer(cfg: ModelConfig, attention: bool, name: str | None = "mixer") -> nn.Module:
     if attention:
         return AttentionMixer(cfg, name=name)
-    from hope_jax.memory.self_modifying import SelfModifyingTitans
-
-    return SelfModifyingTitans(cfg, out_std=out_std(cfg), name=name)
+    return self_modifying_layer(cfg, out_std=out_std(cfg), name=name)
 
 
 class HopeBlock(nn.Module):
@@ -94,7 +100,7 @@ class HopeBlock(nn.Module):
             period = hc.cms_periods[i]
             if carry is None and hc.cms_signal == "local" and 0 < period < t:
                 return cms.local_level(p, x, segment_ids_BT, positions_BT, period, hc.cms_lr,
-                                       hc.persist_state, cfg.norm_eps)
+                                       not cfg.inner.doc_reset, cfg.norm_eps)
             return cms.level_forward(p, x, eps=cfg.norm_eps, dtype=dt)
 
         if hc.cms_variant != "independent":  # sequential chain (Eq. 70); nested re-init in ntp.py

@@ -20,8 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
 from hope_jax.models import catalog  # noqa: F401  (registers the built-in models)
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.ntp import ntp_forward, ntp_segment
 from hope_jax.models.registry import MODELS, model_spec, register_model
 from hope_jax.models.transformer import norm

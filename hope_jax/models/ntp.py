@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hope_jax.config import ModelConfig
 from hope_jax.memory import cms
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.registry import init_carry
 from hope_jax.nn.layers import dtype_of
 
@@ -61,10 +61,10 @@ def nested_reinit(deltas: tuple, tokens_seen, periods: tuple[int, ...]) -> tuple
 def ntp_inputs(cfg: ModelConfig, tokens_BT, positions_BT, segment_ids_BT) -> dict:
     """Per-token inputs of the segment steps: tokens, positions, documents, next-token labels
     ("nxt"), which labels count ("ok": same document, not the row's last token) and document
-    starts ("starts", none with `persist_state`), all [B, T]."""
+    starts ("starts", none without `inner.doc_reset`), all [B, T]."""
     b = tokens_BT.shape[0]
     starts = jnp.zeros(tokens_BT.shape, bool)
-    if not cfg.hope.persist_state:
+    if cfg.inner.doc_reset:
         starts = cms.doc_starts(segment_ids_BT, positions_BT)
     nxt = jnp.concatenate([tokens_BT[:, 1:], tokens_BT[:, -1:]], axis=1)
     ok = jnp.concatenate([segment_ids_BT[:, 1:] == segment_ids_BT[:, :-1],

@@ -7,7 +7,11 @@
   supports_ntp          the LM may run it segment by segment with in-context CMS (`models/ntp.py`);
   wrap_optimizer        (tx, logical_axes, cfg) -> tx: model-specific outer-optimizer wrapping
                         (HOPE: CMS levels with the `outer` signal step every P optimizer steps);
-  inner_momentum(cfg)   whether the fast memories carry a momentum copy (benchmark accounting);
+  inner_defaults        the model's own values of the `model.inner` keys left at their
+                        sentinel (chunk_size 0, optimizer "", lr_max 0): Titans and the baselines
+                        chunk 64 / titans / 0.1, HOPE 16 / dgd / 1 (SPEC §7);
+  legacy_section        the config section its inner-loop keys lived in before `model.inner`
+                        ("memory"; HOPE "hope"), for `hope_jax.config_legacy`;
   full_attention        the block runs global causal softmax attention (attention FLOPs);
   layers_per_block      mixer layers in one block (Samba: 2).
 Every block class also provides `init_carry(cfg, batch, max_len)`, its fresh per-layer carry
@@ -20,21 +24,20 @@ Shape legend: L layers, B batch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
+from hope_jax.models.config import ModelConfig
 
 
 def _never(cfg: ModelConfig) -> int:
     return 0
 
 
-def _memory_momentum(cfg: ModelConfig) -> bool:
-    return cfg.memory.momentum
+ENGINE_DEFAULTS = {"chunk_size": 64, "optimizer": "titans", "lr_max": 0.1}  # Titans (SPEC §4.6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +48,9 @@ class ModelSpec:
     decode_chunk: Callable[[ModelConfig], int] = _never
     supports_ntp: bool = False
     wrap_optimizer: Callable | None = None
-    inner_momentum: Callable[[ModelConfig], bool] = _memory_momentum
+    inner_defaults: Mapping[str, object] = dataclasses.field(
+        default_factory=lambda: dict(ENGINE_DEFAULTS))
+    legacy_section: str = "memory"
     full_attention: bool = False
     layers_per_block: int = 1
 

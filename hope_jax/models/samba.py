@@ -19,8 +19,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
 from hope_jax.models.baselines import Mamba2Mixer
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.transformer import ffn, norm, out_std
 from hope_jax.nn.attention import Attention, init_cache
 from hope_jax.nn.layers import dtype_of

@@ -13,7 +13,7 @@ no RoPE). Both are `nn.attention.Attention` (blockwise in the parallel forward: 
 `window` queries looking at their own and the previous block, O(T * window); MAC within segments
 of `segment_len`, O(T * segment); a KV cache when decoding).
 Decoding: the carry is {"memory": NeuralMemory state, "attn": KV cache}; the memory is chunked,
-so the decoder commits whole chunks of `memory.chunk_size` (`models/decode.py`).
+so the decoder commits whole chunks of `inner.chunk_size` (`models/decode.py`).
 Our reading of Titans where it is loose (documented deviations): MAG's "⊗" is RMSNorm + sigmoid
 gating followed by a projection; MAC reads and writes the memory from the block input (as
 lucidrains' MAC) instead of writing the attention output, and retrieval uses the state before the
@@ -27,8 +27,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
-from hope_jax.memory.titans import neural_memory
+from hope_jax.memory.titans import NeuralMemory
+from hope_jax.models.config import ModelConfig
 from hope_jax.models.transformer import ffn, norm, out_std
 from hope_jax.nn.attention import Attention, init_cache
 from hope_jax.nn.layers import DenseGeneral, RMSNorm, dtype_of
@@ -51,7 +51,7 @@ def _cache(cfg: ModelConfig, batch: int, max_len: int, context: bool = False) ->
 
 
 def _mem_state(cfg: ModelConfig, batch: int) -> dict:
-    return _memory(cfg).init_state(batch)
+    return neural_memory(cfg).init_state(batch)
 
 
 def _split(carry, key):
@@ -62,8 +62,11 @@ def _result(y, carry, **new):
     return y if carry is None else (y, new)
 
 
-def _memory(cfg: ModelConfig, name: str = "memory"):
-    return neural_memory(cfg, name, out_std(cfg))
+def neural_memory(cfg: ModelConfig, name: str = "memory") -> NeuralMemory:
+    """The Titans memory layer shaped by a model config (heads, width, dtypes, sections `memory`
+    and `inner`)."""
+    return NeuralMemory(cfg.num_heads, cfg.head_dim, cfg.memory, cfg.inner, cfg.init_std,
+                        out_std(cfg), dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name=name)
 
 
 class TitansLMM(nn.Module):
@@ -78,7 +81,7 @@ class TitansLMM(nn.Module):
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        m, mem = _memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
+        m, mem = neural_memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
                               _split(carry, "memory"))
         h = x_BTD + m
         return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem)
@@ -99,7 +102,7 @@ class TitansMAG(nn.Module):
         xn = norm(cfg, "mix_norm")(x_BTD)
         a = _attention(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "attn"))
         a, cache = (a, None) if carry is None else a
-        m, mem = _memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
+        m, mem = neural_memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
         pdt = dtype_of(cfg.param_dtype)
         a = RMSNorm(cfg.norm_eps, param_dtype=pdt, name="attn_out_norm")(a)
         g = RMSNorm(cfg.norm_eps, param_dtype=pdt, name="mem_out_norm")(m)
@@ -122,7 +125,7 @@ class TitansMAL(nn.Module):
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        m, mem = _memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
+        m, mem = neural_memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
                               _split(carry, "memory"))
         h = x_BTD + m
         a = _attention(cfg)(norm(cfg, "attn_norm")(h), positions_BT, segment_ids_BT,
@@ -147,7 +150,7 @@ class TitansMAC(nn.Module):
         cfg = self.cfg
         xn = norm(cfg, "mix_norm")(x_BTD)
         # h_t = M_{c-1}(q_t): past chunks only (A1)
-        m, mem = _memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
+        m, mem = neural_memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
         a = _attention(cfg, segmented=True)(xn, positions_BT, segment_ids_BT,
                                             _split(carry, "attn"), ctx_BTD=m)
         a, cache = (a, None) if carry is None else a

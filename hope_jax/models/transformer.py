@@ -8,7 +8,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hope_jax.config import ModelConfig
+from hope_jax.models.config import ModelConfig
 from hope_jax.nn.attention import Attention, init_cache
 from hope_jax.nn.layers import RMSNorm, SwiGLU, dtype_of
 

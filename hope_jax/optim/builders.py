@@ -23,7 +23,7 @@ import jax
 import optax
 from optax.contrib import muon as optax_muon
 
-from hope_jax.config import OptimConfig
+from hope_jax.optim.config import OptimConfig
 from hope_jax.optim.delta import delta_momentum
 from hope_jax.optim.dmgd import dmgd
 from hope_jax.optim.m3 import m3

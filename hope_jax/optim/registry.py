@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import optax
 
-from hope_jax.config import OptimConfig
+from hope_jax.optim.config import OptimConfig
 
 Builder = Callable[[OptimConfig, optax.Schedule, object], optax.GradientTransformation]
 OPTIMIZERS: dict[str, Builder] = {}

@@ -21,7 +21,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from hope_jax.config import ModelConfig
+from hope_jax.config_legacy import migrate_model
+from hope_jax.models.config import ModelConfig
 
 ASIDE_DIR = "checkpoints_aside"  # checkpoints moved out of the way (never deleted), by step
 
@@ -41,7 +42,9 @@ RUNTIME_MODEL_KEYS = frozenset({"attn_impl", "attn_q_block"})
 
 
 def model_diff(saved: dict, current: dict, label: str = "checkpoint") -> list[str]:
-    """`config_diff` of two model sections, ignoring RUNTIME_MODEL_KEYS."""
+    """`config_diff` of two model sections, ignoring RUNTIME_MODEL_KEYS; a section saved before
+    keys were renamed is read in today's names (`config_legacy`)."""
+    saved = migrate_model(saved, warn=False)
     saved, current = ({k: v for k, v in d.items() if k not in RUNTIME_MODEL_KEYS}
                       for d in (saved, current))
     return config_diff(saved, current, "config.model", label, model_defaults())
