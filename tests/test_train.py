@@ -249,3 +249,34 @@ def test_eval_cli_scores_and_samples(tmp_path):
               "--temperature=0"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["prompt"] == "def "
+
+
+def test_abstract_state_traces_the_model_once():
+    """The optimizer's routing, the shardings and the restore target all read one abstract init
+    (HOPE's takes seconds to trace); another sequence length is another trace."""
+    from hope_jax import sharding
+    from hope_jax.models.lm import LM
+    from hope_jax.models.registry import MODELS, register_model
+    from hope_jax.models.transformer import TransformerBlock
+    from hope_jax.train.state import abstract_state, make_optimizer, state_shardings
+
+    traces = []
+
+    class CountingBlock(TransformerBlock):
+        def __call__(self, *args, **kw):
+            traces.append(1)
+            return super().__call__(*args, **kw)
+
+    register_model("_counting", CountingBlock, decode_chunk=lambda cfg: 1)
+    try:
+        for seq_len in (24, 40):
+            cfg = tiny_config(**{"model.name": "_counting", "model.num_layers": 1,
+                                 "model.scan_layers": False, "data.seq_len": seq_len})
+            model, before = LM(cfg.model), len(traces)
+            tx = make_optimizer(cfg, model)
+            sh = state_shardings(cfg, model, tx, sharding.make_mesh(cfg.mesh))
+            abstract_state(cfg, model, tx, sh)
+            abstract_state(cfg, model, tx)
+            assert len(traces) - before == 1, seq_len
+    finally:
+        del MODELS["_counting"]

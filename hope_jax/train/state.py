@@ -9,6 +9,7 @@ copy of a sharded param or optimizer moment.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -37,9 +38,19 @@ def dummy_tokens(cfg: Config, batch: int = 1):
 
 
 def abstract_variables(cfg: Config, model: nn.Module | None = None):
-    """Boxed (nn.Partitioned) variables as ShapeDtypeStructs: shapes + logical axes, no memory."""
-    model = model or LM(cfg.model)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_tokens(cfg)))
+    """Boxed (nn.Partitioned) variables as ShapeDtypeStructs: shapes + logical axes, no memory.
+
+    Traced once per (model, sequence length, x64 mode) and cached: the optimizer's routing, the
+    shardings and the restore / AOT targets all read this one trace (HOPE's init takes seconds
+    to trace)."""
+    return _abstract_init(model or LM(cfg.model), cfg.data.seq_len, jax.config.jax_enable_x64)
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_init(model: nn.Module, seq_len: int, x64: bool):
+    del x64  # part of the key: the traced dtypes follow it
+    tokens = jnp.zeros((1, seq_len), jnp.int32)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))
 
 
 def logical_axes(cfg: Config, model: nn.Module | None = None):
@@ -73,13 +84,21 @@ def _init_fn(cfg: Config, model: nn.Module, tx: optax.GradientTransformation):
     return init
 
 
+def _abstract(cfg: Config, model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
+    """The state's ShapeDtypeStructs from the cached abstract init (the model is not traced
+    again; only `tx.init` is)."""
+    params = nn.unbox(abstract_variables(cfg, model)["params"])
+    return TrainState(jax.ShapeDtypeStruct((), jnp.int32), params,
+                      jax.eval_shape(tx.init, params))
+
+
 def state_shardings(cfg: Config, model: nn.Module, tx: optax.GradientTransformation,
                     mesh: Mesh) -> TrainState:
     """NamedSharding of every state leaf: params by `sharding.RULES`, the rest derived from them.
 
     Also runs `sharding.check_replication` with `cfg.mesh.replicated_params`.
     """
-    abstract = jax.eval_shape(_init_fn(cfg, model, tx))
+    abstract = _abstract(cfg, model, tx)
     params_sh = sharding.param_shardings(logical_axes(cfg, model), abstract.params, mesh)
     out = sharding.derive_shardings(abstract, abstract.params, params_sh, mesh)
     sharding.check_replication(abstract, out, mesh, cfg.mesh.replicated_params)
@@ -89,7 +108,7 @@ def state_shardings(cfg: Config, model: nn.Module, tx: optax.GradientTransformat
 def abstract_state(cfg: Config, model: nn.Module, tx: optax.GradientTransformation,
                    shardings: TrainState | None = None) -> TrainState:
     """ShapeDtypeStructs of the state (carrying `shardings` if given): restore / AOT targets."""
-    abstract = jax.eval_shape(_init_fn(cfg, model, tx))
+    abstract = _abstract(cfg, model, tx)
     if shardings is None:
         return abstract
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
