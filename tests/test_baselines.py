@@ -226,7 +226,7 @@ MODEL_NAMES = LINEAR + ["ttt_linear", "ttt_mlp", "samba"]
 
 def _cfg(name, **kw):
     model = {"name": name, "vocab_size": 31, "d_model": 16, "num_layers": 2, "num_heads": 2,
-             "memory": {"chunk_size": 4, "window": 8}, "baseline": {"ssm_state": 8}} | kw
+             "inner": {"chunk_size": 4}, "memory": {"window": 8}, "baseline": {"ssm_state": 8}} | kw
     return validate({"model": model}).model
 
 
