@@ -47,11 +47,13 @@ def compiled_train_step(cfg):
     cfg's mesh, state donated) compiled ahead of time on abstract inputs, nothing allocated.
     Returns (compiled, model, tx, mesh, abstract state, abstract batch, memory_analysis)."""
     from hope_jax import sharding
+    from hope_jax.models.ntp_memory import check_budget
     from hope_jax.train.state import abstract_state, make_optimizer, state_shardings
     from hope_jax.train.step import jit_train_step
 
     mesh = sharding.make_mesh(cfg.mesh)
     sharding.check_batch(cfg.data.batch_size, cfg.optim.grad_accum, mesh)
+    check_budget(cfg, dict(mesh.shape))
     model = LM(cfg.model)
     tx = make_optimizer(cfg, model)
     state_sh = state_shardings(cfg, model, tx, mesh)

@@ -79,6 +79,10 @@ class TrainConfig:
     async_ckpt: bool = field(True)
     progress: bool = field(True, help="show a progress bar")
     tensorboard: bool = field(True)
+    memory_budget_gib: float = field(0.0, nonneg=True,
+                                     help="fail before compiling when the ntp CMS backward pass "
+                                          "must store more than this per device "
+                                          "(models/ntp_memory.py); 0 = no check")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -167,3 +167,26 @@ def test_config_sections_do_not_import_the_assembled_config():
     for first in ("hope_jax.models.config", "hope_jax.memory.self_modifying", "hope_jax.optim"):
         code = f"import {first}; import hope_jax.config"
         subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_ntp_memory_bound_fails_early_with_its_numbers():
+    """`train.memory_budget_gib`: the 1.3B plan with periods 16/256 (256 stored carries of
+    3.4 GiB x 16 sequences per device) is refused before compiling, naming the numbers; periods
+    512/2048 with one sequence per device per micro-batch pass a 70 GiB budget."""
+    from hope_jax.config import replace
+    from hope_jax.models import ntp_memory
+    from hope_jax.param_count import load_config_file
+
+    cfg = replace(load_config_file(os.path.join(ROOT, "configs", "hope_1_3b.py")),
+                  **{"model.hope.cms_periods": (16, 256, 0), "optim.grad_accum": 1,
+                     "train.memory_budget_gib": 70.0})
+    mesh = {"data": 1, "fsdp": 8, "tensor": 1}
+    with pytest.raises(ConfigError, match=r"13,824\.0 GiB .* 256 carries of 3\.38 GiB x 16"):
+        ntp_memory.check_budget(cfg, mesh)
+    ok = replace(cfg, **{"model.hope.cms_periods": (512, 2048, 0), "optim.grad_accum": 16})
+    ntp_memory.check_budget(ok, mesh)
+    assert ntp_memory.stored_carries(ok.model, 4096) == 8
+    grouped = replace(ok, **{"model.hope.ntp_remat_group": 3})  # 7 after the first: 2 x 3 + 1
+    assert ntp_memory.stored_carries(grouped.model, 4096) == 1 + 2 + 1 + 3
+    assert ntp_memory.carry_bytes(ok.model, 4096, tensor=2) * 2 == ntp_memory.carry_bytes(
+        ok.model, 4096)

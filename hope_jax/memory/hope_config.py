@@ -32,6 +32,11 @@ class HopeConfig:
                              help="Eq. 73 chain / Eq. 72 nested re-init / Eq. 74 aggregated")
     cms_lr: float = field(1e-2, nonneg=True, help="inner learning rate eta^(l) of CMS levels")
     cms_first_order: bool = field(False, help="stop-gradient on the inner CMS gradient (ntp)")
+    ntp_remat_group: int = field(0, nonneg=True,
+                                 help="ntp: rematerialise groups of this many segments in the "
+                                      "backward pass (only the carry at group starts is stored: "
+                                      "memory ~ T/(period*group) carries); 0 = store every "
+                                      "segment")
 
     def check(self, path: str) -> None:
         if not self.cms_periods:

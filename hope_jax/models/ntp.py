@@ -33,6 +33,7 @@ from hope_jax.memory import cms
 from hope_jax.models.config import ModelConfig
 from hope_jax.models.registry import init_carry
 from hope_jax.nn.layers import dtype_of
+from hope_jax.sharding import constrain
 
 
 def ntp_segment(cfg: ModelConfig, t: int) -> int:
@@ -74,6 +75,18 @@ def ntp_inputs(cfg: ModelConfig, tokens_BT, positions_BT, segment_ids_BT) -> dic
             "starts": starts}
 
 
+# logical axes of a level's per-sequence fast part (its SwiGLU weights with [L, B] in front):
+# sharded over the mesh like the params they are copies of, where the batch leaves the axis free
+FAST_AXES = {"gate": ("layers", "batch", "embed", "mlp"), "up": ("layers", "batch", "embed", "mlp"),
+             "down": ("layers", "batch", "mlp", "embed")}
+
+
+def constrain_levels(levels: tuple) -> tuple:
+    """Sharding constraint on per-level fast parts (tuple of {gate, up, down} or None)."""
+    return tuple(None if lv is None else {k: constrain(v, FAST_AXES[k]) for k, v in lv.items()}
+                 for lv in levels)
+
+
 def ntp_init(cfg: ModelConfig, batch: int, context: int, cache_len: int = 0) -> tuple:
     """The driver's carry before the first segment of a `context`-token sequence: (mixer states,
     per-level Delta, gradient sums, new-document gradient sums, reset flags, segment counter);
@@ -83,7 +96,7 @@ def ntp_init(cfg: ModelConfig, batch: int, context: int, cache_len: int = 0) -> 
     shapes = {"gate": (cfg.d_model, cfg.hidden), "up": (cfg.d_model, cfg.hidden),
               "down": (cfg.hidden, cfg.d_model)}
     zeros = {k: jnp.zeros((cfg.num_layers, batch) + sh, fdt) for k, sh in shapes.items()}
-    deltas0 = tuple(zeros if d else None for d in dyn)
+    deltas0 = constrain_levels(tuple(zeros if d else None for d in dyn))
     resets0 = tuple(jnp.zeros((batch,), bool) if d else None for d in dyn)
     mixer0 = init_carry(cfg, batch, cache_len or context)["mixer"]  # KV cache / fresh state
     return (mixer0, deltas0, deltas0, deltas0, resets0, jnp.zeros((), jnp.int32))
@@ -141,7 +154,8 @@ def ntp_step(mdl: nn.Module, cfg: ModelConfig, context: int, carry: tuple, xs: d
             lst.append(v)
     if hc.cms_variant == "nested":
         new_d = nested_reinit(new_d, (c + 1) * s, hc.cms_periods)
-    return (states, tuple(new_d), tuple(new_a), tuple(new_z), tuple(new_r), c + 1), logits
+    new_d, new_a, new_z = (constrain_levels(tuple(v)) for v in (new_d, new_a, new_z))
+    return (states, new_d, new_a, new_z, tuple(new_r), c + 1), logits
 
 
 def ntp_forward(body: nn.Module, cfg: ModelConfig, tokens_BT, positions_BT, segment_ids_BT):
@@ -164,8 +178,39 @@ def ntp_forward(body: nn.Module, cfg: ModelConfig, tokens_BT, positions_BT, segm
     if n == 1:
         return logits0
     rest = jax.tree_util.tree_map(lambda a: a[1:], seg_xs)
-    scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
-                   length=n - 1)
-    _, logits = scan(body, carry, rest)
+    logits = _scan_segments(step, body, carry, rest, n - 1, cfg.hope.ntp_remat_group)
     logits_NBSV = jnp.concatenate([logits0[None], logits], axis=0)
     return jnp.moveaxis(logits_NBSV, 0, 1).reshape(b, t, -1)
+
+
+def _scan_segments(step, body, carry, xs, n: int, group: int):
+    """Logits [n, B, S, V] of `n` segments scanned with `step`. With `group` > 1, each group of
+    `group` segments is one rematerialised scan step (`nn.remat`: the backward pass stores only
+    the carry at group starts and recomputes inside a group, the `scan_remat_chunk` pattern of
+    TTT-E2E); a remainder of fewer segments is scanned plainly after. Exact: the same function."""
+    def plain(carry, xs, length):
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
+                       length=length)
+        return scan(body, carry, xs)
+
+    if group <= 1 or n < group:
+        return plain(carry, xs, n)[1]
+    k = n // group
+
+    def run_group(mdl, carry, xs_g):  # xs_g leaves [group, B, S]
+        out = []
+        for j in range(group):
+            carry, lg = step(mdl, carry, jax.tree_util.tree_map(lambda a, j=j: a[j], xs_g))
+            out.append(lg)
+        return carry, jnp.stack(out)
+
+    grouped = jax.tree_util.tree_map(
+        lambda a: a[:k * group].reshape((k, group) + a.shape[1:]), xs)
+    scan = nn.scan(nn.remat(run_group, prevent_cse=False), variable_broadcast="params",
+                   split_rngs={"params": False}, length=k)
+    carry, logits = scan(body, carry, grouped)
+    logits = logits.reshape((k * group,) + logits.shape[2:])
+    if n == k * group:
+        return logits
+    tail = jax.tree_util.tree_map(lambda a: a[k * group:], xs)
+    return jnp.concatenate([logits, plain(carry, tail, n - k * group)[1]], axis=0)

@@ -36,6 +36,7 @@ from hope_jax.config import Config, ConfigError
 from hope_jax.data import DataError, build_tokenizer, make_dataset
 from hope_jax.eval.perplexity import evaluate
 from hope_jax.models.lm import LM
+from hope_jax.models.ntp_memory import check_budget
 from hope_jax.train.checkpoint import Checkpointer, CheckpointError
 from hope_jax.train.metrics import MetricWriter
 from hope_jax.train.state import TrainState, init_state, make_optimizer, state_shardings
@@ -129,6 +130,7 @@ def setup(cfg: Config, workdir: str, restore_step: int | None = None) -> Setup:
         meta = run_meta(cfg, tokenizer)
         mesh = sharding.make_mesh(cfg.mesh)
         sharding.check_batch(cfg.data.batch_size, cfg.optim.grad_accum, mesh)
+        check_budget(cfg, dict(mesh.shape))
         pidx, pcount = jax.process_index(), jax.process_count()
         train_ds = make_dataset(cfg.data, "train", tokenizer=tokenizer, process_index=pidx,
                                 process_count=pcount)
