@@ -36,7 +36,7 @@ def _tokens(b=1, t=4 * S, seed=0):
 
 
 def _init(cfg, x):
-    return nn.unbox(LM(cfg.model).init(jax.random.key(1), x))["params"]
+    return nn.unbox(jax.jit(LM(cfg.model).init)(jax.random.key(1), x))["params"]
 
 
 def _stack_params(p_ntp):

@@ -33,7 +33,7 @@ def _cfg(layers=2, **kw):
 def _setup(layers=2, **kw):
     mcfg = _cfg(layers, **kw)
     x = jax.random.randint(jax.random.key(0), (2, T), 0, 257)
-    p = nn.unbox(LM(mcfg).init(jax.random.key(1), x))["params"]
+    p = nn.unbox(jax.jit(LM(mcfg).init)(jax.random.key(1), x))["params"]
     return mcfg, x, p
 
 

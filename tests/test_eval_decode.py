@@ -34,7 +34,7 @@ def _check_decode_equals_parallel(cfg, t: int, prefill: int):
     """Prefill `prefill` tokens, step through the rest of t; logits == the parallel forward."""
     model = LM(cfg.model)
     toks = (np.arange(2 * t).reshape(2, t) * 37 + 5) % cfg.model.vocab_size
-    params = model.init(jax.random.key(0), jnp.asarray(toks))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.asarray(toks))["params"]
     ref = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(toks)), np.float32)
     np.testing.assert_allclose(_decode(cfg, params, toks, prefill), ref, atol=ATOL, rtol=1e-4)
 
@@ -87,7 +87,7 @@ def test_hope_ntp_decodes_with_carried_cms_fast_parts(over):
 def test_generate_recurrent_matches_recompute():
     cfg = _cfg("transformer")
     model = LM(cfg.model)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
     a = generate(model, params, [1, 2, 3], 8, temperature=0.0, recurrent=True)
     b = generate(model, params, [1, 2, 3], 8, temperature=0.0, recurrent=False)
     assert a == b and len(a) == 8
@@ -120,6 +120,6 @@ def test_recompute_buffer_is_a_multiple_of_the_ntp_segment():
 def test_generate_segmented_hope_from_an_odd_length_prompt():
     cfg = _segmented_hope()
     model = LM(cfg.model)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
     out = generate(model, params, [1, 2, 3, 4, 5], 6, temperature=0.0)
     assert len(out) == 6 and all(0 <= t < cfg.model.vocab_size for t in out)

@@ -57,7 +57,7 @@ def _ablation_outputs(names):
     out = {}
     for name in names:
         model = LM(_hope(**ABLATIONS.get(name, {})).model)
-        out[name] = jax.jit(model.apply)(model.init(jax.random.key(1), x), x)
+        out[name] = jax.jit(model.apply)(jax.jit(model.init)(jax.random.key(1), x), x)
     return out
 
 

@@ -36,7 +36,7 @@ def test_causal_batch_and_document_isolated(name):
     model = LM(cfg.model)
     x = _tokens(b=3, t=16)
     seg = jnp.array([[1] * 10 + [2] * 6] * 3)
-    params = model.init(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     apply = jax.jit(lambda p, tk, sg: model.apply(p, tk, segment_ids_BT=sg))
     ones = jnp.ones_like(seg)
     t = 11
@@ -116,7 +116,7 @@ def test_packed_documents_are_independent():
     cut = 12
     seg = jnp.concatenate([jnp.ones((1, cut), jnp.int32), 2 * jnp.ones((1, T - cut), jnp.int32)], 1)
     pos = jnp.concatenate([jnp.arange(cut), jnp.arange(T - cut)])[None]
-    params = model.init(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     packed = model.apply(params, x, pos, seg)
     alone = model.apply(params, x[:, cut:])
     np.testing.assert_allclose(packed[:, cut:], alone, atol=1e-5, rtol=1e-5)
@@ -125,7 +125,7 @@ def test_packed_documents_are_independent():
 def test_bf16_compute_keeps_fp32_params():
     _, model = _model("transformer", **{"model.dtype": "bfloat16"})
     x = _tokens()
-    v = nn.unbox(model.init(jax.random.key(0), x))
+    v = nn.unbox(jax.jit(model.init)(jax.random.key(0), x))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
     assert model.apply(v, x).dtype == jnp.bfloat16
 
