@@ -179,7 +179,7 @@ def test_ntp_memory_bound_fails_early_with_its_numbers():
 
     cfg = replace(load_config_file(os.path.join(ROOT, "configs", "hope_1_3b.py")),
                   **{"model.hope.cms_periods": (16, 256, 0), "optim.grad_accum": 1,
-                     "train.memory_budget_gib": 70.0})
+                     "model.hope.ntp_remat_group": 0, "train.memory_budget_gib": 70.0})
     mesh = {"data": 1, "fsdp": 8, "tensor": 1}
     with pytest.raises(ConfigError, match=r"13,824\.0 GiB .* 256 carries of 3\.38 GiB x 16"):
         ntp_memory.check_budget(cfg, mesh)
