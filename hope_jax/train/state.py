@@ -87,9 +87,18 @@ def _init_fn(cfg: Config, model: nn.Module, tx: optax.GradientTransformation):
 def _abstract(cfg: Config, model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
     """The state's ShapeDtypeStructs from the cached abstract init (the model is not traced
     again; only `tx.init` is)."""
-    params = nn.unbox(abstract_variables(cfg, model)["params"])
-    return TrainState(jax.ShapeDtypeStruct((), jnp.int32), params,
-                      jax.eval_shape(tx.init, params))
+    boxed = abstract_variables(cfg, model)["params"]
+    # the boxes' values directly: nn.unbox would add sharding constraints under a mesh context
+    params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.value.shape, p.value.dtype)
+                          if isinstance(p, nn.Partitioned) else p, boxed,
+                          is_leaf=lambda p: isinstance(p, nn.Partitioned))
+    shapes = [(a.shape, a.dtype) for a in jax.tree.leaves(params)]
+    treedef = jax.tree.structure(params)
+
+    def opt_init():  # no array inputs: inside a mesh context they would need a NamedSharding
+        return tx.init(jax.tree.unflatten(treedef, [jnp.zeros(s, d) for s, d in shapes]))
+
+    return TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(opt_init))
 
 
 def state_shardings(cfg: Config, model: nn.Module, tx: optax.GradientTransformation,
