@@ -49,6 +49,9 @@ def test_unknown_key():
     ({"data.tokenizer": "hf"}, r"tokenizer='hf' needs config\.data\.tokenizer_path"),
     ({"data.source": "files"}, r"source='files' needs config\.data\.train_paths"),
     ({"data.val_fraction": 1.0}, r"val_fraction=1\.0 must be in \[0, 1\)"),
+    ({"model.inner.out_norm": False, "model.inner.out_gain": True},
+     r"out_gain=True scales the normalised branch: it needs config\.model\.inner\.out_norm"),
+    ({"model.inner.grad_clip": -1.0}, r"grad_clip=-1\.0 must be >= 0"),
 ])
 def test_bad_values(kw, pattern):
     import re

@@ -37,9 +37,12 @@ def _init(arch, seed=1):
 
 
 def _arch(kind):
-    """linear, mlp (residual) or mlp_norm (residual + RMS-normalised output)."""
-    return rules.make_arch(kind.removesuffix("_norm"), K, K, depth=2, hidden_mult=2.0,
-                           out_norm=kind.endswith("_norm"))
+    """linear, mlp (residual), mlp_norm (residual + RMS-normalised output), mlp_gain (normalised
+    output times a fast gain) or mlp_clip (per-token inner gradients clipped to norm 1)."""
+    base = kind.split("_")[0]
+    return rules.make_arch(base, K, K, depth=2, hidden_mult=2.0,
+                           out_norm=kind.endswith(("_norm", "_gain")), out_gain=kind.endswith("_gain"),
+                           grad_clip=1.0 if kind.endswith("_clip") else 0.0)
 
 
 def _close(a, b, tol=1e-10):
@@ -107,6 +110,47 @@ def test_general_path_matches_reference(opt, raw):
     (y, s), (y_ref, s_ref) = _both(spec, _init(arch), *_inputs(lr_max=0.3), segment_ids_BT=SEG)
     _close(y, y_ref)
     _close(s, s_ref)
+
+
+@pytest.mark.parametrize("kind", ["mlp_gain", "mlp_clip"])
+@pytest.mark.parametrize("form", ["titans", "dgd", "general", "read_after"])
+def test_output_forms_match_reference(kind, form):
+    """The learned-gain and clipped-gradient memories (PAPER.md D2) in every chunk form (affine
+    closed form, DGD's own, the step scan, the read-after-write dual form) == per-token loop."""
+    arch = _arch(kind)
+    inner = optimizers.dgd(True) if form == "dgd" else optimizers.titans()
+    spec = MemorySpec(arch, rules.l2, inner, 4, read_after_write=form == "read_after",
+                      closed_form=form != "general")
+    ip = _init(arch)
+    (y, s), (y_ref, s_ref) = _both(spec, ip, *_inputs(lr_max=0.3), segment_ids_BT=SEG)
+    _close(y, y_ref)
+    _close(s, s_ref)
+    if kind == "mlp_clip":  # the clip binds: without it the state differs
+        free = MemorySpec(_arch("mlp"), rules.l2, inner, 4, read_after_write=form == "read_after",
+                          closed_form=form != "general")
+        _, s_free = jax.jit(memory_scan, static_argnums=0)(free, ip, *_inputs(lr_max=0.3),
+                                                           segment_ids_BT=SEG)
+        assert not np.allclose(s.params[0], s_free.params[0], atol=1e-6)
+
+
+def test_retention_acts_through_the_gain():
+    """With lr = 0 the retention gate alone decays every fast weight: the read branch M(q) - q of
+    the gained memory is exactly prod(retain) times that of the parameter-free normalised one
+    (same W_0, W_1), which keeps its scale (its last layer's scale is invisible, PAPER.md D2)."""
+    q, k, v, _ = _inputs()
+    g = {"lr": jnp.zeros((B, H, T)), "retain": jnp.full((B, H, T), 0.8)}
+    branch, ends = {}, {}
+    for kind in ("mlp_norm", "mlp_gain"):
+        arch = _arch(kind)
+        spec = MemorySpec(arch, rules.l2, optimizers.titans(momentum=False), 4)
+        ip = _init(arch)[:2] + ((jnp.ones((H, 1, K)),) if kind == "mlp_gain" else ())  # g = 1
+        y, s = jax.jit(memory_scan, static_argnums=0)(spec, ip, q, k, v, g)
+        branch[kind], ends[kind] = y - q, s.params
+    decay = 0.8 ** (4 * (jnp.arange(T) // 4))  # tokens read the chunk-start weights (A1)
+    _close(branch["mlp_gain"], decay[None, None, :, None] * branch["mlp_norm"])
+    rms = jnp.sqrt(jnp.mean(branch["mlp_norm"][:, :, -4:] ** 2))
+    assert float(rms) > 0.9  # ~1: the decayed W_1 only changes the eps of the norm
+    _close(ends["mlp_gain"][-1], jnp.full((B, H, 1, K), 0.8 ** 16))
 
 
 @pytest.mark.parametrize("opt", ["titans", "dgd", "titans_general"])

@@ -44,6 +44,47 @@ def test_weighted_grads_equal_autodiff(objective, out_norm):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("form", ["gain", "clip", "gain+clip"])
+def test_output_forms_weighted_grads_equal_autodiff(form):
+    """Learned gain (one more fast leaf) and per-token clipping: the shared backward ==
+    `token_grad` (autodiff, then each token's gradient clipped) summed with the row weights."""
+    arch = rules.make_arch("mlp", 4, 4, hidden_mult=2.0, out_norm="gain" in form,
+                           out_gain="gain" in form, grad_clip=3.0 if "clip" in form else 0.0)
+    w = arch.init(jax.random.PRNGKey(0))
+    w = w[:-1] + (w[-1] * 0.7,) if "gain" in form else w  # a gain away from 1
+    x, t = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 4))
+    coef = jax.random.normal(jax.random.PRNGKey(2), (3, 6))
+    per_tok = jax.vmap(rules.token_grad(arch, rules.l2), (None, 0, 0))(w, x, t)
+    expect = [jnp.einsum("nc,c...->n...", coef, g) for g in per_tok]
+    got = arch.weighted_grads(w, x, t, rules.l2, coef)
+    assert len(got) == len(arch.shapes()) == (3 if "gain" in form else 2)
+    for a, b in zip(got, expect):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+    if "clip" in form:  # the bound binds for some tokens and not for others here
+        norms = jnp.sqrt(sum(jnp.sum(g.reshape(6, -1) ** 2, -1) for g in per_tok))
+        raw = jax.vmap(jax.grad(rules.token_loss(arch, rules.l2)), (None, 0, 0))(w, x, t)
+        raw_n = jnp.sqrt(sum(jnp.sum(g.reshape(6, -1) ** 2, -1) for g in raw))
+        assert float(norms.max()) <= 3.0 + 1e-5
+        assert bool(jnp.any(raw_n > 3.0)) and bool(jnp.any(raw_n < 3.0))
+        np.testing.assert_allclose(norms, jnp.minimum(raw_n, 3.0), rtol=1e-5)
+
+
+def test_gain_carries_the_branch_scale():
+    """RMS-normalised branch: the last layer's scale does nothing (so retention cannot act
+    through it, PAPER.md D2); with `out_gain` the branch is exactly proportional to the gain."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+    norm = rules.make_arch("mlp", 4, 4, out_norm=True)
+    w = norm.init(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(norm.apply((w[0], 0.1 * w[1]), x), norm.apply(w, x), rtol=1e-3)  # eps
+    gain = rules.make_arch("mlp", 4, 4, out_norm=True, out_gain=True)
+    wg = gain.init(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(gain.apply(wg, x), norm.apply(w, x), rtol=1e-6)  # g = 1 at init
+    np.testing.assert_allclose(gain.apply(wg[:2] + (0.1 * wg[2],), x) - x,
+                               0.1 * (gain.apply(wg, x) - x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="out_norm"):
+        rules.make_arch("mlp", 4, 4, out_gain=True)
+
+
 def test_linear_memory_gd_is_delta_rule():
     """One GD step of the L2 objective on a linear memory is SPEC Eq. 65 (row convention)."""
     arch = rules.make_arch("linear", 3, 2)

@@ -60,6 +60,10 @@ class InnerConfig:
     # --- the memory's read-out ---
     out_norm: bool = field(True, help="M(x) = x + RMSNorm(MLP(x)): keeps the inner loop stable "
                                       "(lucidrains/TTT LayerNorm-residual; ours, PAPER.md D2)")
+    out_gain: bool = field(False, help="M(x) = x + g * RMSNorm(MLP(x)), g a fast weight the "
+                                       "retention gate decays (needs out_norm; PAPER.md D2)")
+    grad_clip: float = field(0.0, nonneg=True, help="clip every token's inner gradient to this "
+                                                    "global norm; 0 = off (PAPER.md D2)")
     # --- chunked training (SPEC A1, A2, §7.1) ---
     chunk_size: int = field(0, nonneg=True,
                             help="tokens per inner-gradient reference point (HOPE: of M_mem; "
@@ -77,6 +81,9 @@ class InnerConfig:
         for k in ("momentum_init", "forget_init"):
             if not 0.0 < getattr(self, k) < 1.0:
                 raise ConfigError(f"{path}.{k}={getattr(self, k)} must be in (0, 1)")
+        if self.out_gain and not self.out_norm:
+            raise ConfigError(f"{path}.out_gain=True scales the normalised branch: it needs "
+                              f"{path}.out_norm=True")
         if self.lr_max and self.lr_init >= self.lr_max:
             raise ConfigError(f"{path}.lr_init={self.lr_init} must be < lr_max={self.lr_max}")
 

@@ -21,13 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from hope_jax.memory.optimizers import TokenContext
-from hope_jax.memory.rules import token_loss
+from hope_jax.memory.rules import token_grad
 from hope_jax.memory.scan import MemorySpec, MemoryState, _state_dtype, init_state
 
 
 def _one_sequence(spec: MemorySpec, init_params, params, opt_state, q, k, v, gates, reset):
     arch, opt = spec.arch, spec.optimizer
-    grad = jax.grad(token_loss(arch, spec.objective))
+    grad = token_grad(arch, spec.objective)
     opt_init = opt.init(init_params)
 
     def tok(carry, xs):

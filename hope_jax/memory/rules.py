@@ -43,7 +43,13 @@ class MemoryArch:
       residual: M(x) = x + MLP(x) (SPEC Eq. 89; needs K == V).
       out_norm: M(x) = x + RMSNorm(MLP(x)) (parameter-free, over V): the output scale no longer
         grows with the weights, so GD on the inner loss cannot run away (lucidrains' and TTT's
-        LayerNorm-residual memory, SPEC §4.6 notes). MLP only.
+        LayerNorm-residual memory, SPEC §4.6 notes). MLP only. The branch is then invariant to
+        the scale of the last layer, so the retention gate does not act through it (PAPER.md D2).
+      out_gain: M(x) = x + g * RMSNorm(MLP(x)) with g [1, V] one more fast weight (the LAST
+        leaf), trained by the inner loss and decayed by the retention gate like every other
+        weight: the norm bounds the branch by |g|, and retention shrinks it again. Needs out_norm.
+      grad_clip: if > 0, every token's inner gradient is scaled to global norm <= grad_clip
+        (over all leaves; ||h^T d||_F = ||h|| ||d|| per layer, so it is a per-token factor).
     """
 
     kind: str
@@ -54,13 +60,21 @@ class MemoryArch:
     activation: str = "gelu"
     residual: bool = True
     out_norm: bool = False
+    out_gain: bool = False
+    grad_clip: float = 0.0
+
+    @property
+    def n_layers(self) -> int:
+        """Layer matrices of the map (the gain vector, when there is one, follows them)."""
+        return 1 if self.kind == "linear" else self.depth
 
     def shapes(self) -> tuple[tuple[int, int], ...]:
         """Shapes of the layer matrices (W_0 consumes the key)."""
         if self.kind == "linear":
             return ((self.dim_in, self.dim_out),)
         dims = [self.dim_in] + [self.hidden] * (self.depth - 1) + [self.dim_out]
-        return tuple((a, b) for a, b in zip(dims[:-1], dims[1:]))
+        gain = ((1, self.dim_out),) if self.out_gain else ()
+        return tuple((a, b) for a, b in zip(dims[:-1], dims[1:])) + gain
 
     def init(self, key: jax.Array, dtype=jnp.float32) -> Params:
         """Initial fast weights (the outer model learns them: meta-learned init, SPEC §3.3 (d)).
@@ -78,12 +92,14 @@ class MemoryArch:
         keys = jax.random.split(key, self.depth)
         out = []
         last = self.depth - 1
-        for i, (k, (a, b)) in enumerate(zip(keys, self.shapes())):
+        for i, (k, (a, b)) in enumerate(zip(keys, self.shapes()[:self.depth])):
             if self.out_norm:
                 std = 1.0 if i in (0, last) else a**-0.5
             else:
                 std = 0.02 if i == last else a**-0.5
             out.append(std * jax.random.normal(k, (a, b), dtype))
+        if self.out_gain:  # g = 1: the branch starts as the parameter-free normalised one
+            out.append(jnp.ones((1, self.dim_out), dtype))
         return tuple(out)
 
     def apply(self, params: Params, x_CK: jax.Array) -> jax.Array:
@@ -92,12 +108,14 @@ class MemoryArch:
             return x_CK @ params[0]
         act = _ACTS[self.activation]
         h = x_CK
-        for i, w in enumerate(params):
+        for i, w in enumerate(params[:self.depth]):
             h = h @ w
-            if i < len(params) - 1:
+            if i < self.depth - 1:
                 h = act(h)
         if self.out_norm:
             h = h * _rms_inv(h)
+        if self.out_gain:
+            h = h * _like(params[-1], h)
         return x_CK + h if self.residual else h
 
     def backprop(self, params: Params, x_CK: jax.Array, target_CV: jax.Array,
@@ -112,27 +130,37 @@ class MemoryArch:
           (hs, ds): lists over layers of [C, in_l] and [C, out_l].
         """
         act = _ACTS[self.activation]
+        n = self.n_layers
         hs, us, h = [x_CK], [], x_CK
-        for i, w in enumerate(params):
+        for i, w in enumerate(params[:n]):
             u = h @ w
             us.append(u)
-            if i < len(params) - 1:
+            if i < n - 1:
                 h = act(u)
                 hs.append(h)
         mlp = self.kind == "mlp"
         r = _rms_inv(u) if (mlp and self.out_norm) else None
-        out = u if r is None else u * r
+        y = u if r is None else u * r
+        out = y * _like(params[-1], y) if self.out_gain else y
         pred = x_CK + out if (mlp and self.residual) else out
         delta = jax.vmap(jax.grad(objective))(pred, target_CV)  # dL/dpred per token
+        gain = []
+        if self.out_gain:  # out = y g: dL/dg = delta y (an outer product with h = 1)
+            gain = [(jnp.ones_like(x_CK[:, :1]), delta * y)]
+            delta = delta * _like(params[-1], delta)
         if r is not None:  # back through y = u r, r = (mean(u^2) + eps)^-1/2
-            y = u * r
             delta = r * (delta - y * jnp.mean(delta * y, -1, keepdims=True))
-        ds = [None] * len(params)
-        for i in reversed(range(len(params))):
+        ds = [None] * n
+        for i in reversed(range(n)):
             ds[i] = delta
             if i:
                 slope = jax.jvp(act, (us[i - 1],), (jnp.ones_like(us[i - 1]),))[1]
                 delta = (delta @ params[i].T) * slope
+        hs, ds = hs + [g[0] for g in gain], ds + [g[1] for g in gain]
+        if self.grad_clip:
+            scale = clip_scale(sum(jnp.sum(h * h, -1) * jnp.sum(d * d, -1)
+                                   for h, d in zip(hs, ds)), self.grad_clip)
+            ds = [d * scale[:, None] for d in ds]
         return hs, ds
 
     @staticmethod
@@ -160,16 +188,20 @@ class MemoryArch:
         ds[s]: C x C "attention" per layer instead of C weight copies.
         """
         act = _ACTS[self.activation]
+        n = self.n_layers
         h = x_CK
-        for i in range(len(hs)):
+        for i in range(n):
             u = sum(base_coef_CM[:, m, None] * (h @ base[i]) for m, base in enumerate(bases))
             u = u + (coef_CC * (h @ hs[i].T)) @ ds[i]
-            if i < len(hs) - 1:
+            if i < n - 1:
                 h = act(u)
         if self.kind == "linear":
             return u
         if self.out_norm:
             u = u * _rms_inv(u)
+        if self.out_gain:  # the gain's "input" is 1: its dual form is coef @ ds
+            g = sum(base_coef_CM[:, m, None] * base[-1] for m, base in enumerate(bases))
+            u = u * (g + coef_CC @ ds[-1])
         return x_CK + u if self.residual else u
 
 
@@ -177,17 +209,32 @@ def _rms_inv(u: jax.Array, eps: float = 1e-6) -> jax.Array:
     return jax.lax.rsqrt(jnp.mean(u * u, -1, keepdims=True) + eps)
 
 
+def _like(gain_1V: jax.Array, x: jax.Array) -> jax.Array:
+    """The [1, V] gain with as many axes as `x` (broadcasts without rank promotion)."""
+    return gain_1V.reshape((1,) * (x.ndim - 1) + gain_1V.shape[-1:])
+
+
+def clip_scale(sq_norm: jax.Array, max_norm: float) -> jax.Array:
+    """The factor min(1, max_norm / norm) that clips a gradient of squared norm `sq_norm`."""
+    return max_norm / jnp.maximum(jnp.sqrt(sq_norm + 1e-30), max_norm)
+
+
 def make_arch(kind: str, dim_in: int, dim_out: int, depth: int = 2, hidden_mult: float = 4.0,
-              activation: str = "gelu", residual: bool = True,
-              out_norm: bool = False) -> MemoryArch:
+              activation: str = "gelu", residual: bool = True, out_norm: bool = False,
+              out_gain: bool = False, grad_clip: float = 0.0) -> MemoryArch:
     """Builds a `MemoryArch`; `hidden_mult` scales the key width to the MLP hidden width."""
+    if out_gain and not out_norm:
+        raise ValueError("out_gain scales the normalised branch: it needs out_norm")
+    if grad_clip < 0:
+        raise ValueError(f"grad_clip must be >= 0, got {grad_clip}")
     if kind == "mlp" and residual and dim_in != dim_out:
         raise ValueError(f"residual MLP memory needs dim_in == dim_out, got {dim_in}, {dim_out}")
     if kind == "mlp" and depth < 2:
         raise ValueError(f"MLP memory needs depth >= 2, got {depth}")
     return MemoryArch(kind, dim_in, dim_out, depth if kind == "mlp" else 1,
                       max(1, int(round(hidden_mult * dim_in))), activation, residual,
-                      out_norm and kind == "mlp")
+                      out_norm and kind == "mlp", out_gain and kind == "mlp",
+                      float(grad_clip))
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +283,22 @@ def token_loss(arch: MemoryArch, objective: Objective) -> Callable:
         return objective(arch.apply(params, k_K), v_V)
 
     return loss
+
+
+def token_grad(arch: MemoryArch, objective: Objective) -> Callable:
+    """(params, k_K, v_V) -> one token's inner gradient by autodiff, clipped to
+    `arch.grad_clip` (the definition `MemoryArch.backprop` is tested against)."""
+    grad = jax.grad(token_loss(arch, objective))
+    if not arch.grad_clip:
+        return grad
+
+    def clipped(params, k_K, v_V):
+        g = grad(params, k_K, v_V)
+        scale = clip_scale(sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(g)),
+                           arch.grad_clip)
+        return jax.tree_util.tree_map(lambda x: scale * x, g)
+
+    return clipped
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from hope_jax.memory.optimizers import InnerOptimizer, TokenContext, suffix_products
-from hope_jax.memory.rules import MemoryArch, Objective, token_loss
+from hope_jax.memory.rules import MemoryArch, Objective, token_grad, token_loss
 
 Params = Any
 
@@ -123,6 +123,11 @@ class MemorySpec:
     remat_every: int = 0
     closed_form: bool = True
     manual_grads: bool = True
+
+    def __post_init__(self):
+        if self.arch.grad_clip and not self.manual_grads:
+            raise ValueError("grad_clip needs manual_grads=True (the per-slot vjp cross-check "
+                             "path does not clip)")
 
 
 class MemoryState(NamedTuple):
@@ -257,7 +262,7 @@ def _chunk_general(spec, init_params, params, opt_state, q, k, v, gates, reset_C
     With read-after-write, token t is read right after its own write.
     """
     arch, opt = spec.arch, spec.optimizer
-    grad = jax.grad(token_loss(arch, spec.objective))
+    grad = token_grad(arch, spec.objective)
     after_C = jnp.zeros(k.shape[:1], bool)
     if reset_C is not None:
         after_C = jnp.cumsum(reset_C.astype(jnp.int32)) > 0

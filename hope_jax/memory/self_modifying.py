@@ -90,7 +90,7 @@ def layer_spec(hc: HopeConfig, ic: InnerConfig, head_dim: int) -> SelfModSpec:
         names += ["k", "v", "lr"] + (["retain"] if "retain" in opt.gates else [])
         adaptive = tuple(n for n in names if n != hc.static_proj)
     arch = make_arch("mlp", head_dim, head_dim, 2, hc.memory_hidden_mult, _ACT, True,
-                     ic.out_norm)
+                     ic.out_norm, ic.out_gain, ic.grad_clip)
     mem = MemorySpec(arch, get_objective(ic.objective), opt, ic.chunk_size,
                      remat_every=ic.remat_every, closed_form=ic.closed_form)
     return SelfModSpec(mem, hc.other_chunk_size or ic.chunk_size, adaptive, hc.self_modify,

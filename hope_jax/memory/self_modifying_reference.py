@@ -29,13 +29,25 @@ from hope_jax.memory.optimizers import TokenContext
 from hope_jax.memory.self_modifying import SelfModSpec
 
 
-def _mlp(w, x_K, out_norm):
+def _mlp(w, x_K, arch):
     """Residual 2-layer MLP memory x + sigma(x W_0) W_1 (Eq. 89, row vectors); with `out_norm`
-    the MLP branch is RMS-normalised: x + u / sqrt(mean(u^2) + 1e-6)."""
+    the MLP branch is RMS-normalised: x + u / sqrt(mean(u^2) + 1e-6), with `out_gain` times the
+    fast gain vector w[2]."""
     u = jax.nn.gelu(x_K @ w[0]) @ w[1]
-    if out_norm:
+    if arch.out_norm:
         u = u / jnp.sqrt(jnp.mean(u * u) + 1e-6)
+    if arch.out_gain:
+        u = u * w[2].reshape(u.shape)
     return x_K + u
+
+
+def _grad(loss, w, max_norm):
+    """grad loss(w), scaled to global norm <= max_norm when max_norm > 0."""
+    g = jax.grad(loss)(w)
+    if not max_norm:
+        return g
+    norm = jnp.sqrt(sum(jnp.sum(x * x) for x in g))
+    return tuple(x * jnp.minimum(1.0, max_norm / norm) for x in g)
 
 
 def _unit(x_K):
@@ -56,7 +68,7 @@ def _split(spec, tree):
 
 def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
     init, read = _split(spec, consts["init"]), consts["read"]
-    mlp = lambda w, x: _mlp(w, x, spec.mem.arch.out_norm)
+    mlp = lambda w, x: _mlp(w, x, spec.mem.arch)
     names = spec.adaptive + ("mem",)
     opt, objective = spec.mem.optimizer, spec.mem.objective
     momentum = "momentum" in spec.gates
@@ -86,7 +98,7 @@ def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
         new_w, new_s = {}, {}
         for n in names:
             tgt = mlp(ref[n], v) if (n != "mem" or spec.self_target) else v
-            g = jax.grad(lambda wn, tgt=tgt: objective(mlp(wn, k), tgt))(ref[n])
+            g = _grad(lambda wn, tgt=tgt: objective(mlp(wn, k), tgt), ref[n], spec.mem.arch.grad_clip)
             new_w[n], new_s[n] = opt.step(w[n], s[n], g, TokenContext(k, tgt, gates))
             new_s[n] = tuple(new_s[n])
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok_t, a, b), new,

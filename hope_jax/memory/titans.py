@@ -31,7 +31,7 @@ def memory_spec(mc: MemoryConfig, ic: InnerConfig, head_dim: int) -> MemorySpec:
     """The engine description of a memory shape `mc` and inner loop `ic` (resolved: no
     sentinel left, see `ModelConfig`) for heads of width `head_dim`."""
     arch = make_arch(mc.arch, head_dim, head_dim, mc.depth, mc.hidden_mult, mc.activation,
-                     mc.residual, ic.out_norm)
+                     mc.residual, ic.out_norm, ic.out_gain, ic.grad_clip)
     opt = make_inner_optimizer(ic.optimizer, ic.momentum, ic.retention)
     return MemorySpec(arch, get_objective(ic.objective), opt, ic.chunk_size, mc.read_after_write,
                       ic.remat_every, ic.closed_form)
