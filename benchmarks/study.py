@@ -5,11 +5,14 @@
     python benchmarks/study.py --steps=100 --seeds=0,1 --evals= --out=runs/study
     python benchmarks/study.py --configs=configs/hope_small.py,configs/transformer_tiny.py \
         --set=model.d_model=64 --set=train.steps=50
+    python benchmarks/study.py --configs=configs/hope_small.py --variant=rms: \
+        --variant=gain:model.inner.out_gain=True --seeds=0,1 --evals=     # ablations / variants
 
 Each (config, seed) trains with `hope_jax.train.loop.train` in its own workdir under --out
 (an existing finished run is reused, an interrupted one resumes), with the overrides of --set and
 --steps applied to every config alike (a preset adds its own, and per-config FFN widths that
-equalise parameter counts). Then the evaluation suites of --evals run on the run
+equalise parameter counts). Each `--variant=NAME:key=value,key=value` runs every config once more
+with its own keys on top (runs and table rows named `<config>_<NAME>`); none = the configs alone. Then the evaluation suites of --evals run on the run
 (`hope_jax.eval.suite`, results cached in `<workdir>/eval/results.json`): `mqar` and `continual`
 train the run's architecture from scratch (task seed = run seed), `niah` greedy-decodes the
 trained model. Prints a table of final validation loss / perplexity, MQAR / NIAH accuracy,
@@ -111,21 +114,37 @@ def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
     return out
 
 
-def run_one(path: str, seed: int, overrides: dict, out: str, evals=(), opts=None) -> dict:
-    from hope_jax.train.loop import train
+def parse_variant(item: str) -> tuple[str, dict]:
+    """`NAME:key=value,key=value` -> (NAME, overrides); `NAME:` has none."""
+    name, sep, keys = item.partition(":")
+    if not sep or not name:
+        raise SystemExit(f"--variant expects NAME:key=value,..., got {item!r}")
+    return name, parse_set([k for k in keys.split(",") if k])
+
+
+def run_one(path: str, seed: int, overrides: dict, out: str, evals=(), opts=None,
+            variant: str = "") -> dict:
+    from hope_jax.train.loop import TrainingError, train
 
     cfg = load_config_file(path)
     cfg = replace(cfg, **{"data.seed": seed, "train.seed": seed, **overrides})
-    name = f"{Path(path).stem}_s{seed}"
+    label = Path(path).stem + (f"_{variant}" if variant else "")
+    name = f"{label}_s{seed}"
     workdir = os.path.join(out, name)
     t0 = time.perf_counter()
-    summary = train(cfg, workdir)
+    try:
+        summary = train(cfg, workdir)
+    except TrainingError as e:  # a diverged run is a result (its loss is nan), not a crash
+        print(f"  [{name}] {e}", flush=True)
+        summary = {"val_loss": float("nan"), "error": str(e)}
     wall = time.perf_counter() - t0
     metrics = run_evals(cfg, workdir, list(evals), opts) if evals else {}
     curves = _curves(workdir)
-    return {"config": path, "model": cfg.model.name, "seed": seed, "workdir": workdir,
+    return {"config": path, "label": label, "model": cfg.model.name, "seed": seed,
+            "workdir": workdir, "overrides": overrides,
             "params": param_count(cfg), "val_loss": summary.get("val_loss"),
-            "train_loss": curves["train"][-1][1], "steps": summary.get("step"),
+            "train_loss": curves["train"][-1][1] if curves["train"] else float("nan"),
+            "steps": summary.get("step"), "error": summary.get("error"),
             "wall_s": wall, "step_s": curves["step_s"], "curves": curves, **metrics}
 
 
@@ -137,7 +156,7 @@ def _plot(runs: list[dict], path: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in runs:
-        label = f"{Path(r['config']).stem} s{r['seed']}"
+        label = f"{r['label']} s{r['seed']}"
         for ax, key in zip(axes, ("train", "val")):
             if r["curves"][key]:
                 xs, ys = zip(*r["curves"][key])
@@ -166,6 +185,8 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=0, help="train.steps for every run (0: config's)")
     ap.add_argument("--set", action="append", default=[], help="key=value for every run")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME:key=value,... : every config once more with these keys")
     ap.add_argument("--out", default="runs/study")
     args = ap.parse_args(argv)
 
@@ -182,17 +203,20 @@ def main(argv=None):
         overrides.update({"train.steps": args.steps, "train.eval_every": max(args.steps // 3, 1)})
     os.makedirs(args.out, exist_ok=True)
     runs = []
+    variants = [parse_variant(v) for v in args.variant] or [("", {})]
     for path in configs:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            r = run_one(path, seed, {**overrides, **per_cfg.get(path, {})}, args.out, evals, opts)
-            runs.append(r)
-            print(f"{Path(path).stem:22s} seed {seed}  val {r['val_loss']:.4f}  "
-                  f"train {r['train_loss']:.4f}  {r['step_s']:.2f} s/step  "
-                  + "  ".join(f"{k} {r[k]:.3f}" for k in _EVAL_COLS if k in r), flush=True)
+        for vname, vkeys in variants:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                r = run_one(path, seed, {**overrides, **per_cfg.get(path, {}), **vkeys}, args.out,
+                            evals, opts, vname)
+                runs.append(r)
+                print(f"{r['label']:22s} seed {seed}  val {r['val_loss']:.4f}  "
+                      f"train {r['train_loss']:.4f}  {r['step_s']:.2f} s/step  "
+                      + "  ".join(f"{k} {r[k]:.3f}" for k in _EVAL_COLS if k in r), flush=True)
 
     by_cfg: dict[str, list[dict]] = {}
     for r in runs:
-        by_cfg.setdefault(r["config"], []).append(r)
+        by_cfg.setdefault(r["label"], []).append(r)
     base = statistics.mean(r["val_loss"] for r in next(iter(by_cfg.values())))
     dev = jax.devices()[0]
     cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
@@ -201,16 +225,18 @@ def main(argv=None):
           + " ".join(f"{_EVAL_COLS[k]:>10s}" for k in cols)
           + f"   ({dev.device_kind}, seeds {args.seeds})")
     table = []
-    for path, rs in by_cfg.items():
+    for label, rs in by_cfg.items():
         val = statistics.mean(r["val_loss"] for r in rs)
-        row = {"config": path, "model": rs[0]["model"], "params": rs[0]["params"],
+        row = {"config": rs[0]["config"], "label": label, "model": rs[0]["model"],
+               "params": rs[0]["params"], "seeds": [r["seed"] for r in rs],
+               "val_losses": [r["val_loss"] for r in rs],
                "val_loss": val, "val_loss_sd": statistics.pstdev(r["val_loss"] for r in rs),
                "train_loss": statistics.mean(r["train_loss"] for r in rs),
                "step_s": statistics.mean(r["step_s"] for r in rs), "val_minus_first": val - base,
                **{k: statistics.mean(r[k] for r in rs) for k in cols},
                **{f"{k}_sd": statistics.pstdev(r[k] for r in rs) for k in cols}}
         table.append(row)
-        print(f"{Path(path).stem:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
+        print(f"{label:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
               f"{val:9.4f} {math.exp(val):8.2f} {row['train_loss']:7.3f} "
               f"{val - base:+9.4f} {row['step_s']:7.2f} "
               + " ".join(f"{row[k]:10.3f}" for k in cols))
@@ -221,7 +247,7 @@ def main(argv=None):
     if "mqar_by_kv" in runs[0]:
         from hope_jax.eval import mqar
 
-        mqar.plot({f"{Path(r['config']).stem} s{r['seed']}": {"accuracy_by_num_kv": r["mqar_by_kv"]}
+        mqar.plot({f"{r['label']} s{r['seed']}": {"accuracy_by_num_kv": r["mqar_by_kv"]}
                    for r in runs}, os.path.join(args.out, "study_mqar.png"))
     print(f"wrote {args.out}/study.json and {args.out}/study.png")
 

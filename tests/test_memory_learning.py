@@ -19,13 +19,14 @@ def _pairs(k_dim, n, seed=0):
     return keys, jax.random.normal(ks[1], (n, k_dim))
 
 
-def _write_pairs(kind, lr, out_norm=True, k_dim=16, n=32, passes=8):
+def _write_pairs(kind, lr, out_norm=True, k_dim=16, n=32, passes=8, grad_clip=0.0):
     """Writes n random pairs `passes` times (chunk 8); returns (initial, final) retrieval MSE."""
     keys, vals = _pairs(k_dim, n)
     t = n * passes
     seq = lambda x: jnp.tile(x, (passes, 1))[None, None]
     gates = {"lr": jnp.full((1, 1, t), lr), "momentum": jnp.full((1, 1, t), 0.5)}
-    arch = rules.make_arch(kind, k_dim, k_dim, depth=2, hidden_mult=4.0, out_norm=out_norm)
+    arch = rules.make_arch(kind, k_dim, k_dim, depth=2, hidden_mult=4.0, out_norm=out_norm,
+                           grad_clip=grad_clip)
     w0 = arch.init(jax.random.PRNGKey(2), jnp.float64)
     spec = MemorySpec(arch, rules.l2, optimizers.titans(momentum=True, decay=False), 8)
     _, state = jax.jit(memory_scan, static_argnums=0)(
@@ -46,10 +47,12 @@ def test_mlp_memory_memorizes_random_pairs():
     assert final_err < 0.8 * linear_err, (final_err, linear_err)
 
 
-def test_output_norm_keeps_inner_loop_bounded():
-    """At an inner lr where the plain MLP memory diverges, the normalised one still learns."""
+@pytest.mark.parametrize("form", [dict(out_norm=True), dict(out_norm=False, grad_clip=1.0)])
+def test_bounded_forms_keep_inner_loop_bounded(form):
+    """At an inner lr where the plain MLP memory (Eq. 89) diverges, the normalised one and the
+    plain one with clipped per-token gradients (PAPER.md D2) still learn."""
     assert not np.isfinite(_write_pairs("mlp", 1.0, out_norm=False)[1])
-    init_err, final_err = _write_pairs("mlp", 1.0, out_norm=True)
+    init_err, final_err = _write_pairs("mlp", 1.0, **form)
     assert final_err < 0.6 * init_err, (init_err, final_err)
 
 
