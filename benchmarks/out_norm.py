@@ -72,7 +72,7 @@ def measure(form: dict, loop: str, t: int, b: int = 1, h: int = 2, k: int = 64) 
             rnd = lambda x: jax.tree_util.tree_map(  # noqa: E731
                 lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), x)
             yb = run(rnd(ip), rnd(q), rnd(kk), rnd(v), gates)
-            err = lambda sl: rms((yb - y)[:, :, sl]) / max(rms(y[:, :, sl]), 1e-30)  # noqa: E731
+            err = lambda sl, y=y, yb=yb: rms((yb - y)[:, :, sl]) / max(rms(y[:, :, sl]), 1e-30)  # noqa: E731,E501
             out["pert_first"] = err(slice(0, chunk))
             out["pert_2k"] = err(slice(2048 - chunk, 2048))
             out["pert_last"] = err(slice(t - chunk, t))
@@ -106,8 +106,8 @@ def main(argv=None):
         for name in args.forms.split(","):
             m = measure(FORMS[name], loop, t)
             res["rows"].append({"loop": loop, "form": name, **m})
-            st = lambda s: (f"finite, rms {m[s]['rms_last']:.2f}" if m[s]["finite"]  # noqa: E731
-                            else "NaN/inf")
+            st = lambda s, m=m: (f"finite, rms {m[s]['rms_last']:.2f}"  # noqa: E731
+                                 if m[s]["finite"] else "NaN/inf")
             print(f"| {loop} | {name} | {_fmt(m['pert_first'])} | {_fmt(m['pert_2k'])} | "
                   f"{_fmt(m['pert_last'])} | {st('lr 0.05')} | {st('mom 0.99')} | "
                   f"{m['fit_0.01']:.3f} | {m['fit_0.1']:.3f} |",

@@ -6,7 +6,7 @@
     python benchmarks/study.py --configs=configs/hope_small.py,configs/transformer_tiny.py \
         --set=model.d_model=64 --set=train.steps=50
     python benchmarks/study.py --configs=configs/hope_small.py --variant=rms: \
-        --variant=gain:model.inner.out_gain=True --seeds=0,1 --evals=     # ablations / variants
+        --variant=gain:model.inner.out_gain=True --seeds=0,1 --evals=   # variants
 
 Each (config, seed) trains with `hope_jax.train.loop.train` in its own workdir under --out
 (an existing finished run is reused, an interrupted one resumes), with the overrides of --set and

@@ -41,7 +41,8 @@ def _arch(kind):
     output times a fast gain) or mlp_clip (per-token inner gradients clipped to norm 1)."""
     base = kind.split("_")[0]
     return rules.make_arch(base, K, K, depth=2, hidden_mult=2.0,
-                           out_norm=kind.endswith(("_norm", "_gain")), out_gain=kind.endswith("_gain"),
+                           out_norm=kind.endswith(("_norm", "_gain")),
+                           out_gain=kind.endswith("_gain"),
                            grad_clip=1.0 if kind.endswith("_clip") else 0.0)
 
 

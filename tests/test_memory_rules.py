@@ -75,7 +75,8 @@ def test_gain_carries_the_branch_scale():
     x = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
     norm = rules.make_arch("mlp", 4, 4, out_norm=True)
     w = norm.init(jax.random.PRNGKey(0))
-    np.testing.assert_allclose(norm.apply((w[0], 0.1 * w[1]), x), norm.apply(w, x), rtol=1e-3)  # eps
+    # the norm's eps: 1e-3
+    np.testing.assert_allclose(norm.apply((w[0], 0.1 * w[1]), x), norm.apply(w, x), rtol=1e-3)
     gain = rules.make_arch("mlp", 4, 4, out_norm=True, out_gain=True)
     wg = gain.init(jax.random.PRNGKey(0))
     np.testing.assert_allclose(gain.apply(wg, x), norm.apply(w, x), rtol=1e-6)  # g = 1 at init

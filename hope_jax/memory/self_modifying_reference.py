@@ -98,7 +98,8 @@ def _one(spec: SelfModSpec, consts, fast, xs, reset_T, valid_T):
         new_w, new_s = {}, {}
         for n in names:
             tgt = mlp(ref[n], v) if (n != "mem" or spec.self_target) else v
-            g = _grad(lambda wn, tgt=tgt: objective(mlp(wn, k), tgt), ref[n], spec.mem.arch.grad_clip)
+            g = _grad(lambda wn, tgt=tgt: objective(mlp(wn, k), tgt), ref[n],
+                      spec.mem.arch.grad_clip)
             new_w[n], new_s[n] = opt.step(w[n], s[n], g, TokenContext(k, tgt, gates))
             new_s[n] = tuple(new_s[n])
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok_t, a, b), new,
