@@ -12,7 +12,8 @@ Each (config, seed) trains with `hope_jax.train.loop.train` in its own workdir u
 (an existing finished run is reused, an interrupted one resumes), with the overrides of --set and
 --steps applied to every config alike (a preset adds its own, and per-config FFN widths that
 equalise parameter counts). Each `--variant=NAME:key=value,key=value` runs every config once more
-with its own keys on top (runs and table rows named `<config>_<NAME>`); none = the configs alone. Then the evaluation suites of --evals run on the run
+with its own keys on top (runs and table rows named `<config>_<NAME>`); none = the configs alone.
+Then the evaluation suites of --evals run on the run
 (`hope_jax.eval.suite`, results cached in `<workdir>/eval/results.json`): `mqar` and `continual`
 train the run's architecture from scratch (task seed = run seed), `niah` greedy-decodes the
 trained model. Prints a table of final validation loss / perplexity, MQAR / NIAH accuracy,
