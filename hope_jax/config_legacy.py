@@ -65,6 +65,22 @@ def migrate_model(model: dict, warn: bool = True) -> dict:
     return model
 
 
+# `model.inner` keys added after runs were written, with the value such a run trained with where
+# it differs from today's default (the default changed behaviour): a saved section without the
+# key is read with this value, so resuming it under the new default is refused, not changed.
+ADDED_INNER = {"grad_clip": 0.0}
+
+
+def saved_model(model: dict) -> dict:
+    """A model section read back from a run (config.json, checkpoint metadata) in today's names,
+    with `ADDED_INNER` filled in where the run predates a key."""
+    model = migrate_model(model, warn=False)
+    inner = model.get("inner")
+    if isinstance(inner, dict) and any(k not in inner for k in ADDED_INNER):
+        model = {**model, "inner": {**ADDED_INNER, **inner}}
+    return model
+
+
 def migrate(raw: dict, warn: bool = True) -> dict:
     """A whole config dict with `migrate_model` applied to its `model` section."""
     if not isinstance(raw.get("model"), dict):

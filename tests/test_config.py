@@ -140,7 +140,7 @@ def test_checkpoint_written_with_old_keys_still_matches():
     from hope_jax.config_legacy import RENAMED
     from hope_jax.train.checkpoint import model_diff
 
-    m = _model(name="hope", inner={"chunk_size": 8})
+    m = _model(name="hope", inner={"chunk_size": 8, "out_norm": True, "grad_clip": 0.0})
     current = dataclasses.asdict(m)
     old = {k: v for k, v in current.items() if k != "inner"}
     old["memory"] = dict(current["memory"], out_norm=True, remat_every=4, closed_form=True,
@@ -152,6 +152,13 @@ def test_checkpoint_written_with_old_keys_still_matches():
     old["hope"]["chunk_size"] = 16
     assert model_diff(old, current) == [
         "config.model.inner.chunk_size: checkpoint 16 vs config 8"]
+    # a run written before inner.grad_clip existed trained without clipping: resuming it under
+    # today's default (clip 1) is refused, naming the key, not silently changed
+    old["hope"]["chunk_size"] = 8
+    new_default = dataclasses.asdict(_model(name="hope", inner={"chunk_size": 8,
+                                                                "out_norm": True}))
+    assert model_diff(old, new_default) == [
+        "config.model.inner.grad_clip: checkpoint 0.0 vs config 1.0"]
 
 
 def test_config_sections_do_not_import_the_assembled_config():

@@ -58,12 +58,15 @@ class InnerConfig:
                            help="inner lr at init (gate bias; ours: 0.1 gave NaN-prone grads "
                                 "and +0.5 nats val loss on tiny HOPE)")
     # --- the memory's read-out ---
-    out_norm: bool = field(True, help="M(x) = x + RMSNorm(MLP(x)): keeps the inner loop stable "
-                                      "(lucidrains/TTT LayerNorm-residual; ours, PAPER.md D2)")
+    out_norm: bool = field(False, help="M(x) = x + RMSNorm(MLP(x)) (lucidrains/TTT "
+                                       "LayerNorm-residual): bounded but chaotic (PAPER.md D2); "
+                                       "False = Eq. 89's x + MLP(x)")
     out_gain: bool = field(False, help="M(x) = x + g * RMSNorm(MLP(x)), g a fast weight the "
                                        "retention gate decays (needs out_norm; PAPER.md D2)")
-    grad_clip: float = field(0.0, nonneg=True, help="clip every token's inner gradient to this "
-                                                    "global norm; 0 = off (PAPER.md D2)")
+    grad_clip: float = field(1.0, nonneg=True, help="clip every token's inner gradient to this "
+                                                    "global norm (keeps Eq. 89's loop bounded, "
+                                                    "chosen by measurement: PAPER.md D2); 0 = "
+                                                    "off (the paper)")
     # --- chunked training (SPEC A1, A2, §7.1) ---
     chunk_size: int = field(0, nonneg=True,
                             help="tokens per inner-gradient reference point (HOPE: of M_mem; "

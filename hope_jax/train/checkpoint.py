@@ -21,7 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from hope_jax.config_legacy import migrate_model
+from hope_jax.config_legacy import saved_model
 from hope_jax.models.config import ModelConfig
 
 ASIDE_DIR = "checkpoints_aside"  # checkpoints moved out of the way (never deleted), by step
@@ -43,8 +43,9 @@ RUNTIME_MODEL_KEYS = frozenset({"attn_impl", "attn_q_block"})
 
 def model_diff(saved: dict, current: dict, label: str = "checkpoint") -> list[str]:
     """`config_diff` of two model sections, ignoring RUNTIME_MODEL_KEYS; a section saved before
-    keys were renamed is read in today's names (`config_legacy`)."""
-    saved = migrate_model(saved, warn=False)
+    keys were renamed is read in today's names, one that predates a key with the value it ran
+    with (`config_legacy.saved_model`)."""
+    saved = saved_model(saved)
     saved, current = ({k: v for k, v in d.items() if k not in RUNTIME_MODEL_KEYS}
                       for d in (saved, current))
     return config_diff(saved, current, "config.model", label, model_defaults())
