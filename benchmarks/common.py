@@ -65,3 +65,12 @@ def compiled_train_step(cfg):
     compiled = jit_train_step(model, tx, cfg.optim.grad_accum, mesh, state_sh).lower(
         state, batch).compile()
     return compiled, model, tx, mesh, state, batch, compiled.memory_analysis()
+
+
+def write_json(path: str, obj) -> None:
+    """Writes a benchmark's results (parent folders created; numpy / jax scalars as floats)."""
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2, default=float))

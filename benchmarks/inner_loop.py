@@ -29,7 +29,6 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import interleaved_times  # noqa: E402
+from benchmarks.common import interleaved_times, write_json  # noqa: E402
 from hope_jax.memory import optimizers, rules  # noqa: E402
 from hope_jax.memory.reference import reference_scan  # noqa: E402
 from hope_jax.memory.scan import MemorySpec, memory_scan  # noqa: E402
@@ -159,8 +158,7 @@ def main(argv=None):
                                       last_chunk_err=err(y, slice(t - c, t)))
         _print(f"compute dtype (closed form, chunk {c}); error of the forward output", out["dtype"])
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
     return out
 
 

@@ -27,7 +27,6 @@ Reported per form and loop:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_json  # noqa: E402
 from hope_jax.memory import optimizers, rules  # noqa: E402
 from hope_jax.memory.scan import MemorySpec, memory_scan  # noqa: E402
 
@@ -74,7 +74,8 @@ def measure(form: dict, loop: str, t: int, b: int = 1, h: int = 2, k: int = 64) 
             yb = run(rnd(ip), rnd(q), rnd(kk), rnd(v), gates)
             err = lambda sl, y=y, yb=yb: rms((yb - y)[:, :, sl]) / max(rms(y[:, :, sl]), 1e-30)  # noqa: E731,E501
             out["pert_first"] = err(slice(0, chunk))
-            out["pert_2k"] = err(slice(2048 - chunk, 2048))
+            t2k = min(2048, t)
+            out["pert_2k"] = err(slice(t2k - chunk, t2k))
             out["pert_last"] = err(slice(t - chunk, t))
     a = jax.random.normal(jax.random.PRNGKey(7), (k, k))  # v = k A: a map the memory can learn
     v_lin = kk @ a
@@ -95,6 +96,7 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=8192)
     ap.add_argument("--forms", default=",".join(FORMS))
     ap.add_argument("--loops", default=",".join(LOOPS))
+    ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
     t = args.seq
@@ -104,7 +106,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|")
     for loop in args.loops.split(","):
         for name in args.forms.split(","):
-            m = measure(FORMS[name], loop, t)
+            m = measure(FORMS[name], loop, t, k=args.head_dim)
             res["rows"].append({"loop": loop, "form": name, **m})
             st = lambda s, m=m: (f"finite, rms {m[s]['rms_last']:.2f}"  # noqa: E731
                                  if m[s]["finite"] else "NaN/inf")
@@ -113,8 +115,7 @@ def main(argv=None):
                   f"{m['fit_0.01']:.3f} | {m['fit_0.1']:.3f} |",
                   flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_json(args.json, res)
     return res
 
 

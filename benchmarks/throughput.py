@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import compiled_grad_step, interleaved_times  # noqa: E402
+from benchmarks.common import compiled_grad_step, interleaved_times, write_json  # noqa: E402,E501
 from benchmarks.study import PRESETS, parse_set  # noqa: E402
 from hope_jax.config import Config, replace  # noqa: E402
 from hope_jax.models.lm import model_spec  # noqa: E402
@@ -226,8 +225,7 @@ def main(argv=None):
            "batch": args.batch, "dtype": args.dtype, "peak_tflops": peak and peak / 1e12,
            "date": time.strftime("%Y-%m-%d"), "results": results}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2, default=float))
+        write_json(args.json, out)
     if args.png:
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
         plot(results, args.png)

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import gpu_check, inner_loop, study, throughput  # noqa: E402
+from benchmarks import gpu_check, inner_loop, out_norm, study, throughput  # noqa: E402
 from hope_jax.memory import optimizers, rules  # noqa: E402
 from hope_jax.memory.scan import MemorySpec, init_state  # noqa: E402
 from hope_jax.train.state import abstract_variables  # noqa: E402
@@ -104,3 +104,19 @@ def test_benchmark_scripts_run(tmp_path):
                            "--chunks=16,32", "--remats=0,2", "--rounds=1"])
     assert set(res["forms"]) >= {"chunked_closed_form", "token_by_token"}
     assert res["dtype"]["bf16 (fp32 state)"]["rel_err"] < 0.1
+
+
+def test_out_norm_benchmark_and_study_variants(tmp_path):
+    """The read-out benchmark at a tiny size: the clipped plain memory (the default, PAPER.md D2)
+    stays contractive and finite under the stress gates; study variants parse."""
+    res = out_norm.main(["--seq=256", "--head-dim=8", "--forms=clip,rms", "--loops=dgd",
+                         f"--json={tmp_path}/o.json"])
+    rows = {r["form"]: r for r in res["rows"]}
+    assert all(rows["clip"][s]["finite"] for s in out_norm.STRESS)
+    assert rows["clip"]["pert_last"] < 0.01
+    assert (tmp_path / "o.json").exists()
+    assert study.parse_variant("clip:model.inner.grad_clip=1.0,model.inner.out_norm=False") == (
+        "clip", {"model.inner.grad_clip": 1.0, "model.inner.out_norm": False})
+    assert study.parse_variant("rms:") == ("rms", {})
+    with pytest.raises(SystemExit, match="NAME:key=value"):
+        study.parse_variant("nocolon")
