@@ -123,8 +123,9 @@ def test_chunked_matches_token_reference(chunk, other):
          other_chunk_size=2),
     dict(adaptive_q=True, static_proj="v", other_chunk_size=8),
     dict(closed_form=False, other_chunk_size=2),  # the engine's dgd() step scanned per token
-    dict(out_gain=True, other_chunk_size=2),  # PAPER.md D2 candidates: learned fast gain
+    dict(out_norm=True, out_gain=True, grad_clip=0.0, other_chunk_size=2),  # D2: fast gain
     dict(out_norm=False, grad_clip=0.5, other_chunk_size=4),  # no norm, clipped inner grads
+    dict(out_norm=True, grad_clip=0.0, other_chunk_size=4),  # the pre-clip default: RMSNorm
 ])
 def test_variants_match_token_reference(hope):
     """Ablation paths, adaptive q, and the per-token-step path ≡ the reference."""
