@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 from hope_jax.config import replace  # noqa: E402
 from hope_jax.param_count import load_config_file  # noqa: E402
@@ -171,6 +172,36 @@ def _plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _mean_sd(xs) -> tuple[float, float]:
+    """Mean and population sd; a nan (a diverged seed) makes both nan instead of raising."""
+    a = np.asarray(list(xs), np.float64)
+    return float(a.mean()), float(a.std())
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per label (config × variant) over its seeds: mean ± sd of every number, how
+    many seeds diverged, and the val loss minus the first label's."""
+    by_label: dict[str, list[dict]] = {}
+    for r in runs:
+        by_label.setdefault(r["label"], []).append(r)
+    cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
+    base = None
+    table = []
+    for label, rs in by_label.items():
+        val, val_sd = _mean_sd(r["val_loss"] for r in rs)
+        base = val if base is None else base
+        row = {"config": rs[0]["config"], "label": label, "model": rs[0]["model"],
+               "params": rs[0]["params"], "seeds": [r["seed"] for r in rs],
+               "val_losses": [r["val_loss"] for r in rs], "val_loss": val, "val_loss_sd": val_sd,
+               "diverged": sum(not math.isfinite(r["val_loss"]) for r in rs),
+               "train_loss": _mean_sd(r["train_loss"] for r in rs)[0],
+               "step_s": _mean_sd(r["step_s"] for r in rs)[0], "val_minus_first": val - base}
+        for k in cols:
+            row[k], row[f"{k}_sd"] = _mean_sd(r.get(k, float("nan")) for r in rs)
+        table.append(row)
+    return table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="", help="comma-separated config files "
@@ -215,31 +246,19 @@ def main(argv=None):
                       f"train {r['train_loss']:.4f}  {r['step_s']:.2f} s/step  "
                       + "  ".join(f"{k} {r[k]:.3f}" for k in _EVAL_COLS if k in r), flush=True)
 
-    by_cfg: dict[str, list[dict]] = {}
-    for r in runs:
-        by_cfg.setdefault(r["label"], []).append(r)
-    base = statistics.mean(r["val_loss"] for r in next(iter(by_cfg.values())))
     dev = jax.devices()[0]
+    table = summarize(runs)
     cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
     print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'val ppl':>8s} "
-          f"{'train':>7s} {'vs first':>9s} {'s/step':>7s} "
+          f"{'train':>7s} {'vs first':>9s} {'s/step':>7s} {'diverged':>8s} "
           + " ".join(f"{_EVAL_COLS[k]:>10s}" for k in cols)
           + f"   ({dev.device_kind}, seeds {args.seeds})")
-    table = []
-    for label, rs in by_cfg.items():
-        val = statistics.mean(r["val_loss"] for r in rs)
-        row = {"config": rs[0]["config"], "label": label, "model": rs[0]["model"],
-               "params": rs[0]["params"], "seeds": [r["seed"] for r in rs],
-               "val_losses": [r["val_loss"] for r in rs],
-               "val_loss": val, "val_loss_sd": statistics.pstdev(r["val_loss"] for r in rs),
-               "train_loss": statistics.mean(r["train_loss"] for r in rs),
-               "step_s": statistics.mean(r["step_s"] for r in rs), "val_minus_first": val - base,
-               **{k: statistics.mean(r[k] for r in rs) for k in cols},
-               **{f"{k}_sd": statistics.pstdev(r[k] for r in rs) for k in cols}}
-        table.append(row)
-        print(f"{label:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
+    for row in table:
+        val = row["val_loss"]
+        print(f"{row['label']:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
               f"{val:9.4f} {math.exp(val):8.2f} {row['train_loss']:7.3f} "
-              f"{val - base:+9.4f} {row['step_s']:7.2f} "
+              f"{row['val_minus_first']:+9.4f} {row['step_s']:7.2f} "
+              f"{row['diverged']:>4d}/{len(row['seeds'])} "
               + " ".join(f"{row[k]:10.3f}" for k in cols))
     Path(args.out, "study.json").write_text(json.dumps(
         {"device": dev.device_kind, "overrides": overrides, "table": table, "runs": runs},

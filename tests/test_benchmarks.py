@@ -120,3 +120,16 @@ def test_out_norm_benchmark_and_study_variants(tmp_path):
     assert study.parse_variant("rms:") == ("rms", {})
     with pytest.raises(SystemExit, match="NAME:key=value"):
         study.parse_variant("nocolon")
+
+
+def test_study_summary_counts_diverged_seeds():
+    """A diverged seed (val nan, as `run_one` records a TrainingError) makes its row's mean nan
+    and is counted; the other labels' rows are unaffected."""
+    def run(label, seed, val):
+        return {"config": "c", "label": label, "model": "hope", "params": 10, "seed": seed,
+                "val_loss": val, "train_loss": val, "step_s": 1.0}
+    runs = [run("a", 0, 2.0), run("a", 1, 3.0), run("b", 0, float("nan")), run("b", 1, 4.0)]
+    a, b = study.summarize(runs)
+    assert (a["val_loss"], a["val_loss_sd"], a["diverged"]) == (2.5, 0.5, 0)
+    assert b["diverged"] == 1 and np.isnan(b["val_loss"]) and b["val_losses"][1] == 4.0
+    assert a["val_minus_first"] == 0.0
