@@ -1,9 +1,13 @@
-"""Test setup: 8 fake CPU devices (sharding tests) and strict rank promotion, before jax import."""
+"""Test setup: 8 fake CPU devices (sharding tests), cheap XLA compiles and strict rank promotion,
+before jax import."""
 
 import os
 
+# The tests' programs are tiny and compiled once: XLA's backend optimisations cost more than they
+# save (measured on the two heaviest HOPE/CMS tests: 22% less CPU time, 10% less wall time).
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -103,9 +103,9 @@ TINY = {"model.d_model": 32, "model.num_heads": 2, "model.num_layers": 1, "model
 
 @pytest.mark.parametrize("model,over", [
     ("titans_lmm", {}),  # ~75 s on 2 cores
-    ("hope", {"model.hope.cms_periods": (0,)}),  # the self-modifying mixer sharded: ~90 s
-    # with the in-context (ntp) CMS level: ~280 s on 2 quiet cores, so only in the slow suite
-    pytest.param("hope", {}, marks=pytest.mark.slow, id="hope-ntp")])
+    # the self-modifying mixer and the in-context (ntp) CMS level, its per-sequence fast parts
+    # constrained to the params' axes: ~130 s on 2 quiet cores
+    pytest.param("hope", {}, id="hope-ntp")])
 def test_tiny_train_step_on_fsdp2_equals_single_device(model, over):
     _check_mesh_equals_single(model, (1, 2, 1), {**TINY, **over})
 
