@@ -45,17 +45,22 @@ def _block_fn(mcfg):
         y, state = mixer.apply({"params": pb["mixer"]}, _rms(x, pb["mixer_norm"]["scale"], eps),
                                pos, seg, state)
         h = x + y
+        ns = []  # each level's normalised input (the residual teach signal's VJP point)
         for i, w in enumerate(ws):  # Eq. 70: h <- h + MLP_i(Norm(h)), W = W0 + Delta
-            h = h + _mlp(w, _rms(h, pb[f"cms_{i}"]["scale"], eps))
-        return h, state
+            ns.append(_rms(h, pb[f"cms_{i}"]["scale"], eps))
+            h = h + _mlp(w, ns[-1])
+        return h, state, ns
 
     return block
 
 
-def segment_losses(p, mcfg, tokens_BT, deltas, truncate: bool, block=None):
+def segment_losses(p, mcfg, tokens_BT, deltas, truncate: bool, block=None, taps=None):
     """Per-segment summed next-token NLL [N] and logits [B, T, V] of the HOPE LM (params `p` =
     the LM's params["ntp"], scanned layers) with level i using W0 + deltas[i][c // m_i] in segment
-    c (deltas[i]: {"gate", ...} each [windows, L, B, ...]; None = static level)."""
+    c (deltas[i]: {"gate", ...} each [windows, L, B, ...]; None = static level).
+
+    `taps` (a list) collects, per segment, (final residual, [(layer, level, W0, window,
+    normalised level input)]) for the residual teach signal (`residual_grad`)."""
     hc = mcfg.hope
     b, t = tokens_BT.shape
     s = min(q for q, d in zip(hc.cms_periods, deltas) if d is not None)
@@ -83,7 +88,12 @@ def segment_losses(p, mcfg, tokens_BT, deltas, truncate: bool, block=None):
             st = states[layer]
             if truncate and st is not None:  # the driver's truncation: carried state constant
                 st = jax.lax.stop_gradient(st)
-            x, states[layer] = block(pb, x, pos, st, ws)
+            x, states[layer], ns = block(pb, x, pos, st, ws)
+            if taps is not None:
+                taps.append((c, layer, [(i, pb[f"cms_{i}"], c // (hc.cms_periods[i] // s), ns[i])
+                                        for i, dl in enumerate(deltas) if dl is not None]))
+        if taps is not None:
+            taps.append((c, x))
         lg = _rms(x, p["final_norm"]["scale"], mcfg.norm_eps) @ emb.T
         nll = optax.softmax_cross_entropy_with_integer_labels(lg, nxt[:, sl])
         losses.append(jnp.sum(nll * ok[:, sl]))
@@ -91,10 +101,41 @@ def segment_losses(p, mcfg, tokens_BT, deltas, truncate: bool, block=None):
     return jnp.stack(losses), jnp.concatenate(logits, axis=1)
 
 
-def reference_updates(p, mcfg, tokens_BT, truncate: bool, nested: bool = False):
+def residual_grad(p, mcfg, tokens_BT, deltas, weights_N, block):
+    """The `cms_grad="residual"` inner gradient, written out: with g_c = d(segment c's loss) /
+    d(its final residual) (through the final norm and head only), every level's gradient is
+    sum_c weights_c * VJP of MLP_{W0 + Delta}(n) at its input n in segment c, cotangent g_c."""
+    taps = []
+    segment_losses(p, mcfg, tokens_BT, deltas, True, block, taps)
+    emb, b = p["embed"]["embedding"], tokens_BT.shape[0]
+    s = min(q for q, d in zip(mcfg.hope.cms_periods, deltas) if d is not None)
+    nxt = jnp.concatenate([tokens_BT[:, 1:], tokens_BT[:, -1:]], axis=1)
+    ok = (jnp.arange(tokens_BT.shape[1]) < tokens_BT.shape[1] - 1)[None].astype(emb.dtype)
+    finals = {t[0]: t[1] for t in taps if len(t) == 2}
+    g = {}
+    for c, h in finals.items():
+        sl = slice(c * s, (c + 1) * s)
+        g[c] = jax.grad(lambda h, sl=sl: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
+            _rms(h, p["final_norm"]["scale"], mcfg.norm_eps) @ emb.T, nxt[:, sl]) * ok[:, sl]))(h)
+
+    def inner_product(dl):  # sum of <g_c, MLP(n)>: its gradient is the sum of the VJPs
+        tot = 0.0
+        for c, layer, levels in (t for t in taps if len(t) == 3):
+            for i, lv, w, n in levels:
+                wts = {k: jnp.broadcast_to(lv[k], (b,) + lv[k].shape) + dl[i][k][w, layer]
+                       for k in KEYS}
+                tot = tot + weights_N[c] * jnp.sum(g[c] * _mlp(wts, n))
+        return tot
+
+    return jax.grad(inner_product)(deltas)
+
+
+def reference_updates(p, mcfg, tokens_BT, truncate: bool, nested: bool = False,
+                      residual: bool = False):
     """Runs Eq. 71 window by window. Returns (deltas, logits): every level's Delta per window
     and the logits of the LM run with them. `nested`: at a boundary of level i+1 the faster level
-    i restarts from its initial state W0 (Delta = 0, Eq. 72)."""
+    i restarts from its initial state W0 (Delta = 0, Eq. 72). `residual`: each window's gradient
+    is `residual_grad`'s instead of the plain jax.grad through the sequence."""
     hc = mcfg.hope
     b, t = tokens_BT.shape
     dyn = [0 < q < t for q in hc.cms_periods]
@@ -109,6 +150,8 @@ def reference_updates(p, mcfg, tokens_BT, truncate: bool, nested: bool = False):
     block = _block_fn(mcfg)
 
     def window_grad(deltas, weights_N):  # eager: plain jax.grad through the whole sequence
+        if residual:
+            return residual_grad(p, mcfg, tokens_BT, deltas, weights_N, block)
         return jax.grad(lambda dl: jnp.sum(
             weights_N * segment_losses(p, mcfg, tokens_BT, dl, truncate, block)[0]))(deltas)
 

@@ -51,3 +51,29 @@ def test_driver_equals_truncated_reference_and_not_the_exact_gradient():
     # the fastest level's window is one segment: no carried path inside it, exact == truncated
     for k in ("gate", "up", "down"):
         np.testing.assert_allclose(d_ex[0][k][:2], d_tr[0][k][:2], atol=1e-12)
+
+
+RESIDUAL = {"model.hope.cms_grad": "residual", "model.hope.cms_first_order": True}
+
+
+def test_residual_teach_signal_equals_its_definition():
+    """`cms_grad="residual"` (the mixers above a level are skipped by its inner gradient) ==
+    the reference's `residual_grad` (the final residual's gradient pulled back through each
+    level's MLP alone), window by window, 2 layers; it differs from the exact form."""
+    mcfg, x, p = _setup(**RESIDUAL)
+    driver = np.asarray(jax.jit(LM(mcfg).apply)({"params": p}, x))
+    d_res, ref = reference_updates(p["ntp"], mcfg, x, truncate=True, residual=True)
+    np.testing.assert_allclose(driver, ref, atol=1e-10, rtol=1e-10)
+    assert np.abs(d_res[1]["up"][1]).max() > 1e-3 and np.abs(d_res[0]["up"][1]).max() > 1e-3
+    exact = jax.jit(LM(_cfg(**{"model.hope.cms_first_order": True})).apply)({"params": p}, x)
+    assert np.abs(driver[:, 2 * S:] - np.asarray(exact[:, 2 * S:])).max() > 1e-8
+
+
+def test_residual_teach_signal_is_exact_for_the_last_sublayer():
+    """One layer whose only in-context level is its last sublayer: nothing lies between the level
+    and the final residual, so the residual and exact inner gradients are the same."""
+    one = {"model.hope.cms_periods": (S,), "model.hope.cms_first_order": True}
+    mcfg, x, p = _setup(1, **one)
+    out = {g: np.asarray(jax.jit(LM(_cfg(1, **one, **{"model.hope.cms_grad": g})).apply)(
+        {"params": p}, x)) for g in ("exact", "residual")}
+    np.testing.assert_allclose(out["residual"], out["exact"], atol=1e-12, rtol=1e-10)

@@ -32,6 +32,11 @@ class HopeConfig:
                              help="Eq. 73 chain / Eq. 72 nested re-init / Eq. 74 aggregated")
     cms_lr: float = field(1e-2, nonneg=True, help="inner learning rate eta^(l) of CMS levels")
     cms_first_order: bool = field(False, help="stop-gradient on the inner CMS gradient (ntp)")
+    cms_grad: str = field("exact", choices=("exact", "residual"),
+                          help="ntp inner gradient of a level: exact (Eq. 71, back-propagated "
+                               "through every layer above) or residual (the final residual's "
+                               "gradient taken as the level output's: skips the mixers above; "
+                               "needs cms_first_order)")
     ntp_remat_group: int = field(0, nonneg=True,
                                  help="ntp: rematerialise groups of this many segments in the "
                                       "backward pass (only the carry at group starts is stored: "
@@ -39,6 +44,10 @@ class HopeConfig:
                                       "segment")
 
     def check(self, path: str) -> None:
+        if self.cms_grad == "residual" and not self.cms_first_order:
+            raise ConfigError(f"{path}.cms_grad='residual' stops the inner gradient at every "
+                              f"layer's input, which the outer gradient of a second-order CMS "
+                              f"needs: set {path}.cms_first_order=True")
         if not self.cms_periods:
             raise ConfigError(f"{path}.cms_periods must name at least one level")
         live = [p for p in self.cms_periods if p]

@@ -21,6 +21,7 @@ Shape legend: B batch, T time, D width.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from hope_jax.memory import cms
@@ -83,20 +84,32 @@ class HopeBlock(nn.Module):
         h = x_BTD + y.astype(x_BTD.dtype)
         levels = [cms.CMSLevel(cfg.hidden, cfg.init_std, out_std(cfg), dtype_of(cfg.param_dtype),
                                name=f"cms_{i}")(cfg.d_model) for i in range(len(hc.cms_periods))]
-        h = self._cms(levels, h, positions_BT, segment_ids_BT, carry)
-        return h if carry is None else (h, {**carry, "mixer": state})
+        taps = []
+        h = self._cms(levels, h, positions_BT, segment_ids_BT, carry, taps)
+        if carry is None:
+            return h
+        return h, {**carry, "mixer": state, **({"teach": sum(taps)} if taps else {})}
 
-    def _cms(self, levels, h, positions_BT, segment_ids_BT, carry):
+    def _cms(self, levels, h, positions_BT, segment_ids_BT, carry, taps):
+        """The CMS chain; under `cms_grad="residual"` each in-context level also appends to
+        `taps` a zero-valued term that carries its fast part's tangent to the final residual
+        (the LM body adds them there), while the chain itself sees the fast part as a constant:
+        the inner gradient then reaches Delta through the head and the level alone."""
         cfg, hc = self.cfg, self.cfg.hope
         dt = dtype_of(cfg.dtype)
         t = h.shape[1]
+        sg = jax.lax.stop_gradient
 
         deltas = (carry or {}).get("deltas") or (None,) * len(levels)
 
-        def run(i, p, x):
+        def run(i, p, x, scale=1.0):
             if deltas[i] is not None:
-                return cms.level_forward(p, x, carry["deltas"][i], carry["keeps"][i],
-                                         cfg.norm_eps, dt, carry["zs"][i])
+                d, keep, z = carry["deltas"][i], carry["keeps"][i], carry["zs"][i]
+                if hc.cms_grad == "exact":
+                    return cms.level_forward(p, x, d, keep, cfg.norm_eps, dt, z)
+                tap = cms.level_forward(sg(p), sg(x), d, keep, cfg.norm_eps, dt, z)
+                taps.append(sg(scale) * (tap - sg(tap)))
+                return cms.level_forward(p, x, sg(d), keep, cfg.norm_eps, dt, sg(z))
             period = hc.cms_periods[i]
             if carry is None and hc.cms_signal == "local" and 0 < period < t:
                 return cms.local_level(p, x, segment_ids_BT, positions_BT, period, hc.cms_lr,
@@ -112,7 +125,8 @@ class HopeBlock(nn.Module):
             dtype_of(cfg.param_dtype))
         out = h
         for i, p in enumerate(levels):  # Eq. 74: h + sum_l a_l MLP_l(Norm_l(h))
-            out = out + agg[i].astype(h.dtype) * (run(i, p, h) - h)
+            a = agg[i].astype(h.dtype)
+            out = out + a * (run(i, p, h, a) - h)
         return out
 
 

@@ -99,6 +99,9 @@ class LM(nn.Module):
                 x, c = block_cls(cfg, name=f"block_{i}")(x, positions_BT, segment_ids_BT, c)
                 new.append(c)
             carry = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *new)
+        if carry is not None and "teach" in carry:  # HOPE cms_grad="residual" (models/hope.py)
+            carry = dict(carry)
+            x = x + jnp.sum(carry.pop("teach"), 0)
         x = norm(cfg, "final_norm")(x)
         if cfg.tie_embeddings:
             logits = embed.attend(x)
