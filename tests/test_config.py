@@ -52,6 +52,8 @@ def test_unknown_key():
     ({"model.inner.out_norm": False, "model.inner.out_gain": True},
      r"out_gain=True scales the normalised branch: it needs config\.model\.inner\.out_norm"),
     ({"model.inner.grad_clip": -1.0}, r"grad_clip=-1\.0 must be >= 0"),
+    ({"model.hope.cms_grad": "residual", "model.hope.cms_first_order": False},
+     r"cms_grad='residual' .* set config\.model\.hope\.cms_first_order=True"),
 ])
 def test_bad_values(kw, pattern):
     import re
