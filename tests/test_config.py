@@ -54,11 +54,28 @@ def test_unknown_key():
     ({"model.inner.grad_clip": -1.0}, r"grad_clip=-1\.0 must be >= 0"),
     ({"model.hope.cms_grad": "residual", "model.hope.cms_first_order": False},
      r"cms_grad='residual' .* set config\.model\.hope\.cms_first_order=True"),
+    # PAPER.md D3: in ntp mode the model runs in segments of the fastest CMS period
+    ({"model.name": "hope", "model.inner.chunk_size": 64},
+     r"inner\.chunk_size=64 / hope\.other_chunk_size=64 must divide the fastest CMS period 16"),
+    ({"model.name": "hope", "model.hope.other_chunk_size": 32},
+     r"inner\.chunk_size=16 / hope\.other_chunk_size=32 must divide the fastest CMS period 16"),
 ])
 def test_bad_values(kw, pattern):
     import re
 
     assert re.search(pattern, _bad(**kw))
+
+
+def test_ntp_chunks_that_divide_the_fastest_period_validate():
+    """PAPER.md D3: chunk 64 (SPEC A2's main-memory chunk) is reachable with periods 64 / 512;
+    outside ntp mode the chunk need not divide the period."""
+    d = default_config_dict().to_dict()
+    d["model"].update(name="hope")
+    d["model"]["inner"]["chunk_size"] = 64
+    d["model"]["hope"]["cms_periods"] = (64, 512, 0)
+    assert validate(d).model.inner.chunk_size == 64
+    d["model"]["hope"].update(cms_periods=(16, 256, 0), cms_signal="local")
+    assert validate(d).model.hope.cms_periods == (16, 256, 0)
 
 
 def test_int_promotes_to_float_and_list_to_tuple():
