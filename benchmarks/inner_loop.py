@@ -24,6 +24,10 @@ Sections:
          `scan._state_dtype`); a bf16 state is not offered. Reports rms(y - y_fp32) /
          rms(y_fp32) over all tokens, the first and the last chunk, also for fp32 arithmetic on
          the bf16-rounded inputs (the recurrence's own sensitivity to input perturbations).
+  flush  the linear memories' fast form (`delta_chunk.chunk_linear_memory`, gated delta rule,
+         per-token log retention in [-3, -0.5]: a fast decay) with decay factors below eps^2
+         flushed to 0 (default) and kept (subnormal floats); reports the outputs' max relative
+         difference (PAPER.md D15).
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import interleaved_times, write_json  # noqa: E402
 from hope_jax.memory import optimizers, rules  # noqa: E402
+from hope_jax.memory.delta_chunk import chunk_linear_memory  # noqa: E402
 from hope_jax.memory.reference import reference_scan  # noqa: E402
-from hope_jax.memory.scan import MemorySpec, memory_scan  # noqa: E402
+from hope_jax.memory.scan import MemorySpec, MemoryState, memory_scan  # noqa: E402
 
-SECTIONS = ("forms", "chunk", "remat", "dtype")
+SECTIONS = ("forms", "chunk", "remat", "dtype", "flush")
 
 
 def _inputs(b, h, t, k):
@@ -87,6 +92,26 @@ def _print(title: str, res: dict, ref: str | None = None) -> None:
                       f"{r['first_chunk_err']:.1e}, last chunk {r['last_chunk_err']:.1e}")
         print(f"  {name:24s} {r['ms']:9.1f} ms  {r['tok_s']:10.0f} tok/s  "
               f"temp {r['temp_mb']:8.1f} MB{extra}", flush=True)
+
+
+def flush_section(q, kk, v, c: int, grad: bool, rounds: int) -> dict:
+    """Section `flush` (module doc): the fast linear form with and without the eps^2 flush."""
+    b, h, t, _ = q.shape
+    ks = jax.random.split(jax.random.PRNGKey(2), 2)
+    gates = {"lr": jax.nn.sigmoid(jax.random.normal(ks[0], (b, h, t))),
+             "log_retain": -jax.random.uniform(ks[1], (b, h, t), minval=0.5, maxval=3.0)}
+    s0 = jnp.zeros((b, h) + kk.shape[-1:] + v.shape[-1:], jnp.float32)
+    fns = {name: (lambda _, s, q, kk, v, g, f=f: chunk_linear_memory(
+        q, kk, v, g, delta=True, chunk_size=c, flush=f,
+        state=MemoryState((s,), (), jnp.zeros((b,), jnp.int32))))
+        for name, f in (("flushed (default)", True), ("kept", False))}
+    res = run_section({n: (_variant(f, None, kk, v, gates, grad)[0], s0, q)
+                       for n, f in fns.items()}, s0, q, rounds)
+    ys = {n: _variant(f, None, kk, v, gates, False)[1](s0, q) for n, f in fns.items()}
+    diff = jnp.abs(ys["flushed (default)"] - ys["kept"]).max() / jnp.abs(ys["kept"]).max()
+    res["flushed (default)"]["max_rel_diff"] = float(diff)
+    print(f"  flushed vs kept: max |y diff| / max |y| = {float(diff):.1e}")
+    return res
 
 
 def main(argv=None):
@@ -157,6 +182,9 @@ def main(argv=None):
                                       first_chunk_err=err(y, slice(0, c)),
                                       last_chunk_err=err(y, slice(t - c, t)))
         _print(f"compute dtype (closed form, chunk {c}); error of the forward output", out["dtype"])
+    if "flush" in sections:
+        out["flush"] = flush_section(q, kk, v, c, grad, args.rounds)
+        _print(f"decay flush (gated delta rule fast form, chunk {c})", out["flush"], "kept")
     if args.json:
         write_json(args.json, out)
     return out

@@ -172,6 +172,38 @@ def test_fast_delta_rule_is_stable_in_float32_with_correlated_keys():
     np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.abs(want).max()))
 
 
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "hebbian"])
+def test_decay_flush_is_invisible_at_the_state_precision(delta):
+    """PAPER.md D15: flushing decay factors below eps^2 to 0 (the default; without it a fast
+    decay over a 64-token chunk leaves factors exp(-87 ... -103), subnormal in fp32) changes the
+    fp32 outputs and gradients by less than fp32 rounding: both are as close to float64 as each
+    other, and to each other within 1e-6 relative."""
+    from hope_jax.memory.delta_chunk import chunk_linear_memory
+
+    ks = jax.random.split(jax.random.PRNGKey(11), 5)
+    shape = (1, 2, 128, 8)
+    unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    q, k = unit(jax.random.normal(ks[0], shape)), unit(jax.random.normal(ks[1], shape))
+    v = jax.random.normal(ks[2], shape)
+    lr = jax.nn.sigmoid(jax.random.normal(ks[3], shape[:3]))
+    la = -jax.random.uniform(ks[4], shape[:3], minval=0.5, maxval=3.0)  # log a_t: fast decay
+
+    def run(dtype, flush):
+        f = lambda q, k, v: jnp.sum(jnp.sin(chunk_linear_memory(
+            q, k, v, {"lr": lr.astype(dtype), "log_retain": la.astype(dtype)}, delta=delta,
+            chunk_size=64, flush=flush)[0]))
+        args = tuple(x.astype(dtype) for x in (q, k, v))
+        return jax.tree_util.tree_map(np.asarray, _jit(jax.value_and_grad(f, (0, 1, 2)))(*args))
+
+    ref = run(jnp.float64, False)
+    on, off = run(jnp.float32, True), run(jnp.float32, False)
+    for a, b, r in zip(jax.tree_util.tree_leaves(on), jax.tree_util.tree_leaves(off),
+                       jax.tree_util.tree_leaves(ref)):
+        scale = float(np.abs(r).max())
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * scale)
+        np.testing.assert_allclose(a, r, rtol=0, atol=1e-5 * scale)
+
+
 def _ttt_textbook(mlp, w0, q, k, v, lr, chunk):
     """TTT (Sun et al. 2024) with mini-batch GD, primal form: inside mini-batch b every token's
     gradient is taken at W_b; token t reads with W_b - sum_{s<=t} eta_s grad_s; f(x) = x +

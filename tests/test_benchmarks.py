@@ -104,6 +104,7 @@ def test_benchmark_scripts_run(tmp_path):
                            "--chunks=16,32", "--remats=0,2", "--rounds=1"])
     assert set(res["forms"]) >= {"chunked_closed_form", "token_by_token"}
     assert res["dtype"]["bf16 (fp32 state)"]["rel_err"] < 0.1
+    assert res["flush"]["flushed (default)"]["max_rel_diff"] < 1e-5
 
 
 def test_out_norm_benchmark_and_study_variants(tmp_path):

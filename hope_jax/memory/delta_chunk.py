@@ -57,7 +57,8 @@ def init_linear_state(batch: int, heads: int, dk: int, dv: int, dtype=jnp.float3
 def chunk_linear_memory(q_BHTK: jax.Array, k_BHTK: jax.Array, v_BHTV: jax.Array,
                         gates_BHT: dict[str, jax.Array], *, delta: bool, chunk_size: int = 64,
                         segment_ids_BT: jax.Array | None = None,
-                        state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
+                        state: MemoryState | None = None,
+                        flush: bool = True) -> tuple[jax.Array, MemoryState]:
     """Runs the (gated) delta rule or the gated Hebbian rule chunk-parallel (module docstring).
 
     Args:
@@ -68,6 +69,8 @@ def chunk_linear_memory(q_BHTK: jax.Array, k_BHTK: jax.Array, v_BHTV: jax.Array,
       chunk_size: C; T must be a multiple of it.
       segment_ids_BT: document ids; the state is zeroed at every change (also across calls).
       state: carry from a previous call (`MemoryState` with params = (S_BHKV,)); None = zero.
+      flush: flush decay factors below eps^2 of the state dtype to 0 (PAPER.md D15; False keeps
+        them, which changes nothing visible at that precision but runs slower on CPUs).
 
     Returns:
       (y_BHTV in the state dtype (>= fp32), final MemoryState).
@@ -111,7 +114,7 @@ def chunk_linear_memory(q_BHTK: jax.Array, k_BHTK: jax.Array, v_BHTV: jax.Array,
     incl = same & (ti[None, :] <= ti[:, None]).reshape(lead + (c, c))
     # Decay factors below eps^2 are flushed to 0: they are invisible at the dtype's precision,
     # and left alone they become subnormal floats, which run ~100x slower on CPUs.
-    cut = 2.0 * math.log(float(jnp.finfo(dt).eps))
+    cut = 2.0 * math.log(float(jnp.finfo(dt).eps)) if flush else -math.inf
     dexp = lambda x, keep: jnp.exp(jnp.where(keep & (x > cut), x, -jnp.inf))
     diff = g_log[..., :, None] - g_log[..., None, :]
     big_g = dexp(diff, incl)  # G_ts (0 outside s <= t, same document)
