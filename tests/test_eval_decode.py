@@ -123,3 +123,28 @@ def test_generate_segmented_hope_from_an_odd_length_prompt():
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
     out = generate(model, params, [1, 2, 3, 4, 5], 6, temperature=0.0)
     assert len(out) == 6 and all(0 <= t < cfg.model.vocab_size for t in out)
+
+
+def test_mamba2_conv_bias_is_zero_at_init_and_decodes():
+    """PAPER.md D14: `baseline.conv_bias` adds mamba_ssm's conv biases (on x, B, C): zero at init
+    (the logits equal the bias-free model's with the same other weights); with random biases
+    they change the logits, and recurrent decoding still equals the parallel forward."""
+    cfg = _cfg("mamba2", **{"model.baseline.conv_bias": True})
+    model, plain = LM(cfg.model), LM(_cfg("mamba2").model)
+    toks = jnp.asarray((np.arange(2 * T).reshape(2, T) * 37 + 5) % cfg.model.vocab_size)
+    params = jax.jit(model.init)(jax.random.key(0), toks)["params"]
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    biases = [p for p, _ in flat if "bias" in jax.tree_util.keystr(p) and "_conv" in
+              jax.tree_util.keystr(p)]
+    assert len(biases) == 3 * cfg.model.num_layers
+    strip = jax.tree_util.tree_map_with_path(
+        lambda p, x: None if p in biases else x, params)
+    base = jax.jit(plain.apply)({"params": strip}, toks)
+    np.testing.assert_array_equal(jax.jit(model.apply)({"params": params}, toks), base)
+    keys = iter(jax.random.split(jax.random.key(1), len(biases)))
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: jax.random.normal(next(keys), x.shape, x.dtype) if p in biases else x, params)
+    ref = np.asarray(jax.jit(model.apply)({"params": params}, toks), np.float32)
+    assert np.abs(ref - np.asarray(base)).max() > 1e-3
+    np.testing.assert_allclose(_decode(cfg, params, np.asarray(toks), 4), ref, atol=ATOL,
+                               rtol=1e-4)

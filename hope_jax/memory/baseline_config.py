@@ -24,3 +24,5 @@ class BaselineConfig:
                                  "others 1)")
     ssm_expand: float = field(2.0, positive=True, help="Mamba2 inner width / d_model")
     ssm_state: int = field(128, positive=True, help="Mamba2 state size N (keys B, queries C)")
+    conv_bias: bool = field(False, help="Mamba2: a learned bias on its causal convs of x, B, C "
+                                        "(mamba_ssm's default; PAPER.md D14)")

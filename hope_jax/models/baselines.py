@@ -61,7 +61,7 @@ def l2norm(x, eps: float = 1e-6):
 
 
 def _proj(cfg, x_BTD, name, heads, dim, *, conv=False, act=None, seg=None, axis="heads",
-          carry=None, new=None):
+          carry=None, new=None, conv_bias=False):
     """x -> [B, T, heads, dim] through a bias-free projection, optional causal conv and act.
 
     With a decode `carry`, the conv sees the previous call's last W-1 inputs (and their document
@@ -70,7 +70,8 @@ def _proj(cfg, x_BTD, name, heads, dim, *, conv=False, act=None, seg=None, axis=
     y = DenseGeneral((heads * dim,), ("embed",), (axis,), cfg.init_std, name=name,
                      **_kw(cfg))(x_BTD)
     if conv:
-        conv_layer = ShortConv(cfg.inner.conv_width, axis, name=f"{name}_conv", **_kw(cfg))
+        conv_layer = ShortConv(cfg.inner.conv_width, axis, name=f"{name}_conv", bias=conv_bias,
+                               **_kw(cfg))
         if carry is None:
             y = conv_layer(y, seg)
         else:
@@ -250,7 +251,8 @@ class Mamba2Mixer(nn.Module):
         h, e, p, n = self._dims(cfg)
         seg, new = segment_ids_BT, _new(carry)
         mem = None if carry is None else carry["mem"]
-        cv = dict(conv=True, act=nn.silu, seg=seg, carry=carry, new=new)
+        cv = dict(conv=True, act=nn.silu, seg=seg, carry=carry, new=new,
+                  conv_bias=cfg.baseline.conv_bias)
         z = _proj(cfg, x_BTD, "z", 1, e, axis="mlp")[:, :, 0]
         xs = _proj(cfg, x_BTD, "x", h, p, axis="mlp", **cv)
         bk = _proj(cfg, x_BTD, "B", 1, n, axis="kv", **cv)

@@ -145,13 +145,15 @@ class ShortConv(nn.Module):
     """Causal depthwise 1-D convolution over time (Titans §4.4, SPEC A16), kernel `width`.
 
     With `segment_ids_BT`, taps never reach across a document boundary. Initialised to identity
-    (last tap 1) so that a fresh layer passes its input through.
+    (last tap 1) so that a fresh layer passes its input through; `bias` adds a learned per-channel
+    bias (zero at init; mamba_ssm's Mamba2 convs have one).
     """
 
     width: int = 4
     axis_name: str = "embed"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    bias: bool = False
 
     @nn.compact
     def __call__(self, x_BTD, segment_ids_BT=None):
@@ -177,4 +179,8 @@ class ShortConv(nn.Module):
                                                  constant_values=-1)[:, :t]
                 shifted = shifted * same[..., None].astype(x.dtype)
             out = out + shifted * w_W11D[-1 - lag]
+        if self.bias:
+            b_D = self.param("bias", nn.with_logical_partitioning(
+                nn.initializers.zeros, (self.axis_name,)), (d,), self.param_dtype)
+            out = out + b_D.astype(out.dtype)[None, None, :]
         return out
