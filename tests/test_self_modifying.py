@@ -173,6 +173,30 @@ def test_segment_carry_equals_one_pass():
     _close(y0, y1)
 
 
+def test_shared_input_is_the_per_memory_maps_with_equal_weights():
+    """PAPER.md D9: `hope.shared_input` (one input map x_in for every adaptive memory) is the
+    per-memory-map layer with all maps W_m (projection and conv) set equal to it; it keeps its
+    conv tail across calls (two calls == one pass)."""
+    cfg = _cfg(other_chunk_size=2, shared_input=True)
+    p = _params(cfg)
+    names = set(p["params"])
+    assert {"x_in", "x_in_conv", "q", "q_conv"} <= names
+    assert not names & {"k", "v", "lr_in", "retain_in", "k_conv", "lr_in_conv"}
+    per = _params(BASE)
+    maps = {"k", "v", "lr_in", "retain_in"} & set(per["params"])
+    assert len(maps) == 4
+    tied = {**per["params"], **{m: p["params"]["x_in"] for m in maps},
+            **{f"{m}_conv": p["params"]["x_in_conv"] for m in maps}}
+    tied.update({k: v for k, v in p["params"].items() if not k.startswith("x_in")})
+    y, st = _run(cfg, p)
+    _close(_run(BASE, {"params": tied})[0], y)
+    assert float(jnp.abs(_run(BASE, per)[0] - y).max()) > 1e-3
+    y1, st1 = _run(cfg, p, X[:, :8], SEG[:, :8])
+    y2, st2 = _run(cfg, p, X[:, 8:], SEG[:, 8:], st1)
+    _close(jnp.concatenate([y1, y2], 1), y)
+    _close(st2, st)
+
+
 def test_batch_isolation():
     cfg = BASE
     p = _params(cfg)

@@ -20,6 +20,9 @@ class HopeConfig:
                                       help="hidden width / head dim of each residual MLP memory")
     self_modify: bool = field(True, help="False: static k/v/eta/alpha projections (Titans layer)")
     adaptive_q: bool = field(False, help="q from a memory too (A8; paper: q fixed)")
+    shared_input: bool = field(False, help="every adaptive memory reads one input "
+                                           "silu(conv(x W_x)) (Eqs. 83-86's x_t for all; A16) "
+                                           "instead of its own map (PAPER.md D9)")
     static_proj: str = field("", choices=("", "k", "v"),
                              help="move k or v to the slowest level: a fixed projection (Table 6)")
     # --- Continuum Memory System (SPEC §3, §7.0) ---

@@ -26,9 +26,10 @@ the step). All are tested against the token-by-token `self_modifying_reference`,
 the optimizer's `step` and the objective.
 
 Choices (ours): every adaptive memory has its own input map W_m (a shared x_t is the special case
-W_m all equal; separate maps keep k != v at init, where every memory is ~identity, A15, and make
-self_modify=False exactly the Titans layer); with self_modify=False every projection is static and
-M_mem's target is v_t (= `NeuralMemory`), otherwise M_mem's target is M_mem(v_t) (Eq. 87).
+W_m all equal, `hope.shared_input`; separate maps keep k != v at init, where every memory is
+~identity, A15, and make self_modify=False exactly the Titans layer); with self_modify=False
+every projection is static and M_mem's target is v_t (= `NeuralMemory`), otherwise M_mem's
+target is M_mem(v_t) (Eq. 87).
 
 Shape legend: B batch, T time, D width, H heads, K head dim, F memory hidden, C chunk, W conv.
 """
@@ -66,6 +67,7 @@ class SelfModSpec:
       adaptive: which of q, k, v, lr (eta), retain (alpha) come from in-context memories.
       self_target: M_mem's target is M_mem(v_t) (Eq. 87) instead of v_t (Titans).
       lr_max: eta_t <= lr_max (A9).
+      shared_input: every adaptive memory reads the one input x_in (PAPER.md D9).
     """
 
     mem: MemorySpec
@@ -73,6 +75,7 @@ class SelfModSpec:
     adaptive: tuple[str, ...]
     self_target: bool
     lr_max: float
+    shared_input: bool = False
 
     @property
     def gates(self) -> tuple[str, ...]:
@@ -94,7 +97,7 @@ def layer_spec(hc: HopeConfig, ic: InnerConfig, head_dim: int) -> SelfModSpec:
     mem = MemorySpec(arch, get_objective(ic.objective), opt, ic.chunk_size,
                      remat_every=ic.remat_every, closed_form=ic.closed_form)
     return SelfModSpec(mem, hc.other_chunk_size or ic.chunk_size, adaptive, hc.self_modify,
-                       ic.lr_max)
+                       ic.lr_max, hc.shared_input and bool(adaptive))
 
 
 def _finish(spec: SelfModSpec, vecs: dict, logits: dict) -> dict:
@@ -200,7 +203,10 @@ def self_modifying_scan(spec: SelfModSpec, consts: dict, xs: dict, fast: dict, *
 
 
 def _conv_names(spec: SelfModSpec) -> list[str]:
-    """The causal convs of the layer: q, k, v and the adaptive gates' inputs."""
+    """The causal convs of the layer: q, k, v and the adaptive gates' inputs, or with a shared
+    input the static projections and the one input map x_in of every adaptive memory."""
+    if spec.shared_input:
+        return [n for n in _VECS if n not in spec.adaptive] + ["x_in"]
     return list(_VECS) + [f"{n}_in" for n in ("lr", "retain") if n in spec.adaptive]
 
 
@@ -292,13 +298,14 @@ class SelfModifyingTitans(nn.Module):
             return y
 
         to_bh = lambda z: jnp.moveaxis(z, 1, 2).astype(sdt)  # [B, T, H, ...] -> [B, H, T, ...]
+        shared = to_bh(proj_conv("x_in")) if spec.shared_input else None
+        mem_input = lambda name: to_bh(proj_conv(name)) if shared is None else shared
         xs = {"x": {}, "logits": {}}
         for n in _VECS:  # memory input x^n (adaptive) or the static projection itself
-            z = to_bh(proj_conv(n))
             if n in spec.adaptive:
-                xs["x"][n] = z
+                xs["x"][n] = mem_input(n)
             else:
-                xs[n] = z
+                xs[n] = to_bh(proj_conv(n))
         read = {}
         for n in spec.gates:
             # gate values at init (ours): eta, beta (momentum), 1 - alpha (retain)
@@ -307,7 +314,7 @@ class SelfModifyingTitans(nn.Module):
             bias_v = gate_bias(n, init_v, ic.lr_max)
             if n in spec.adaptive:  # logit = w . M_n(x^n) + b per head (A7)
                 bias = frame.gate_bias_param(self, n, h, bias_v, kw["param_dtype"])
-                xs["x"][n] = to_bh(proj_conv(f"{n}_in"))
+                xs["x"][n] = mem_input(f"{n}_in")
                 w = self.param(f"{n}_read", nn.with_logical_partitioning(
                     nn.initializers.normal(cfg.init_std), ("heads", "kv")), (h, kd), kw[
                     "param_dtype"])
