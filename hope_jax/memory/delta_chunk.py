@@ -113,7 +113,8 @@ def chunk_linear_memory(q_BHTK: jax.Array, k_BHTK: jax.Array, v_BHTV: jax.Array,
     same = doc[..., :, None] == doc[..., None, :]
     incl = same & (ti[None, :] <= ti[:, None]).reshape(lead + (c, c))
     # Decay factors below eps^2 are flushed to 0: they are invisible at the dtype's precision,
-    # and left alone they become subnormal floats, which run ~100x slower on CPUs.
+    # and left alone they can become subnormal floats, slow on hardware that does not flush them
+    # itself (on XLA:CPU the flush measured no speed difference: PAPER.md D15).
     cut = 2.0 * math.log(float(jnp.finfo(dt).eps)) if flush else -math.inf
     dexp = lambda x, keep: jnp.exp(jnp.where(keep & (x > cut), x, -jnp.inf))
     diff = g_log[..., :, None] - g_log[..., None, :]
