@@ -66,6 +66,19 @@ def model_configs(preset: str, dtype: str, extra: dict | None = None) -> dict:
     return out
 
 
+def with_variants(cfgs: dict, variants: list[str]) -> dict:
+    """`cfgs` plus one model per --variant 'label:base:key=value;key=value' (base: a key of
+    `cfgs`, the keys applied on top of it)."""
+    cfgs = dict(cfgs)
+    for spec in variants:
+        label, base, sets = (spec.split(":", 2) + ["", ""])[:3]
+        if base not in cfgs:
+            raise SystemExit(f"--variant {spec!r}: base must be one of {list(cfgs)}")
+        over = parse_set([x for x in sets.split(";") if x])
+        cfgs[label] = replace(Config(model=cfgs[base]), **over).model
+    return cfgs
+
+
 @functools.cache
 def _leaves(cfg):
     """(path, ShapeDtypeStruct) of every parameter; one `eval_shape` per model config (HOPE's
@@ -163,13 +176,8 @@ def main(argv=None):
     ap.add_argument("--png", default="runs/throughput.png")
     args = ap.parse_args(argv)
 
-    cfgs = model_configs(args.preset, args.dtype, parse_set(args.set))
-    for spec in args.variant:
-        label, base, sets = (spec.split(":", 2) + ["", ""])[:3]
-        if base not in cfgs:
-            raise SystemExit(f"--variant {spec!r}: base must be one of {list(cfgs)}")
-        over = parse_set([x for x in sets.split(";") if x])
-        cfgs[label] = replace(Config(model=cfgs[base]), **over).model
+    cfgs = with_variants(model_configs(args.preset, args.dtype, parse_set(args.set)),
+                         args.variant)
     peak = peak_flops(args.peak_tflops)
     dev = jax.devices()[0]
     results = []

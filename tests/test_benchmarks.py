@@ -134,3 +134,32 @@ def test_study_summary_counts_diverged_seeds():
     assert (a["val_loss"], a["val_loss_sd"], a["diverged"]) == (2.5, 0.5, 0)
     assert b["diverged"] == 1 and np.isnan(b["val_loss"]) and b["val_losses"][1] == 4.0
     assert a["val_minus_first"] == 0.0
+
+
+def test_profile_step_attributes_trace_time_to_model_parts():
+    """benchmarks/profile_step.py at a tiny size: the HLO parser maps instructions (also XLA's
+    metadata-free copies inside a while body) to parts, and a traced Transformer++ step is
+    attributed to its attention and FFN in both directions."""
+    from benchmarks import profile_step
+
+    hlo = "\n".join([
+        "%body.1 (p: (s32[], f32[4])) -> (s32[], f32[4]) {",
+        "  %copy.3 = f32[4]{0} copy(%gte.2)",
+        "}",
+        "ENTRY %main.9 (a: f32[4]) -> f32[4] {",
+        '  %while.5 = (s32[], f32[4]) while(%t.4), condition=%cond.1, body=%body.1, '
+        'metadata={op_name="jit(f)/jvp(LM)/blocks/mixer/while"}',
+        '  %fusion.6 = f32[4]{0} fusion(%a), kind=kLoop, calls=%fc, '
+        'metadata={op_name="jit(f)/transpose(jvp(LM))/blocks/block/mlp/mul"}',
+        "}"])
+    ops = profile_step.hlo_ops(hlo)
+    assert profile_step.part_of(*ops["copy.3"]) == "XLA copies: mixer fwd"
+    assert profile_step.part_of(*ops["fusion.6"]) == "ffn bwd"
+    assert ops["while.5"][0] == "while"
+    out = profile_step.main(["--models=transformer", "--seq=16", "--steps=1",
+                             "--set=model.d_model=16", "--set=model.num_layers=1"])
+    parts = out["models"]["transformer"]["by_part"]
+    assert {"attention fwd", "attention bwd", "ffn fwd", "ffn bwd"} <= set(parts)
+    total = sum(r["ms"] for r in parts.values())
+    ops_total = sum(r["ops"] for r in out["models"]["transformer"]["by_opcode"].values())
+    assert total > 0 and ops_total == sum(r["ops"] for r in parts.values()) > 10
