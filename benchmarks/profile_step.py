@@ -20,8 +20,10 @@ path, `transpose(jvp(...))` for the backward pass) in the compiled HLO. Reported
   opcode    fusion, dot, copy, dynamic-update-slice, while, ... (XLA's, after optimisation)
 
 each with ms per step, its share of the traced op time, ops executed per step and mean µs per
-op. A step made of many ops of a few µs each is bound by per-op overhead, not by arithmetic:
-fewer, larger ops (wider chunks, batched memories, fused kernels) are then the remedy.
+op, beside the step's untraced wall time (the part the ops' own time does not cover is spent
+between them: dispatch, loop control). A step made of many ops of a few µs each is bound by
+per-op overhead, not by arithmetic: fewer, larger ops (wider chunks, batched memories, fused
+kernels) are then the remedy.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ import glob
 import gzip
 import json
 import re
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -44,8 +48,9 @@ from benchmarks.common import compiled_grad_step, write_json  # noqa: E402
 from benchmarks.study import parse_set  # noqa: E402
 from benchmarks.throughput import model_configs, with_variants  # noqa: E402
 
-PARTS = (("scan slicing", r"dynamic_(update_)?(slice|index)"), ("mixer", "/mixer"),
-         ("cms", "_cms"), ("attention", "attn"), ("ffn", "/mlp|ffn"),
+PARTS = (("scan slicing", r"dynamic_(update_)?(slice|index)"),
+         ("mixer", "/mixer|/memory/|neural_memory"), ("cms", "_cms"), ("attention", "attn"),
+         ("ffn", "/mlp|ffn"),
          ("embed+head", "embed|final_norm|head|log_softmax|take_along_axis"))
 _INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? ([a-z][a-z0-9\-]*)\(")
 _COMP = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{$")
@@ -110,10 +115,16 @@ def exclusive_times(events: list[dict], names: set[str]) -> dict[str, list[float
     return out
 
 
-def profile(compiled, params, toks, steps: int) -> tuple[dict, dict]:
-    """(by part, by opcode) of `steps` traced runs: {key: {"ms", "ops", "us_per_op"}} per step."""
+def profile(compiled, params, toks, steps: int) -> tuple[dict, dict, float]:
+    """(by part, by opcode, untraced wall ms per step) of `steps` traced runs, the tables as
+    {key: {"ms", "ops", "us_per_op"}} per step."""
     ops = hlo_ops(compiled.as_text())
     jax.block_until_ready(compiled(params, toks))
+    walls = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(params, toks))
+        walls.append(1e3 * (time.perf_counter() - t0))
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
             for _ in range(steps):
@@ -135,7 +146,7 @@ def profile(compiled, params, toks, steps: int) -> tuple[dict, dict]:
     for table in tables:
         for row in table.values():
             row["us_per_op"] = 1e3 * row["ms"] / max(row["ops"], 1e-9)
-    return tables
+    return tables[0], tables[1], statistics.median(walls)
 
 
 def _print(title: str, table: dict) -> None:
@@ -174,9 +185,13 @@ def main(argv=None):
         if label not in cfgs:
             raise SystemExit(f"--models: {label!r} is not one of {sorted(cfgs)}")
         compiled, params, toks, _, _ = compiled_grad_step(cfgs[label], args.batch, args.seq)
-        by_part, by_op = profile(compiled, params, toks, args.steps)
-        out["models"][label] = {"by_part": by_part, "by_opcode": by_op}
-        print(f"\n{label}: T={args.seq} B={args.batch} {args.dtype} ({out['device']})")
+        by_part, by_op, wall = profile(compiled, params, toks, args.steps)
+        traced = sum(r["ms"] for r in by_part.values())
+        out["models"][label] = {"by_part": by_part, "by_opcode": by_op, "wall_ms": wall,
+                                "traced_ms": traced}
+        print(f"\n{label}: T={args.seq} B={args.batch} {args.dtype} ({out['device']}): "
+              f"{wall:.1f} ms/step untraced, of which ops {traced:.1f} ms "
+              f"({100 * traced / wall:.0f}%; the rest: dispatch between ops, loop control)")
         _print("part", by_part)
         _print("opcode", by_op)
     if args.json:
