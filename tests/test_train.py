@@ -107,12 +107,13 @@ def test_first_ctrl_c_stops_and_the_second_aborts():
     """SIGINT is handled like SIGTERM (a flag checked between steps); a second one aborts."""
     from hope_jax.train.loop import _StopFlag
 
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN under `nohup cmd &`, else Python's
     with _StopFlag() as stop:
         signal.raise_signal(signal.SIGINT)
         assert stop.signal == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is restored
 
 
 def test_different_model_in_workdir_is_refused(tmp_path):
