@@ -20,10 +20,10 @@ path, `transpose(jvp(...))` for the backward pass) in the compiled HLO. Reported
   opcode    fusion, dot, copy, dynamic-update-slice, while, ... (XLA's, after optimisation)
 
 each with ms per step, its share of the traced op time, ops executed per step and mean µs per
-op, beside the step's untraced wall time (the part the ops' own time does not cover is spent
-between them: dispatch, loop control). A step made of many ops of a few µs each is bound by
-per-op overhead, not by arithmetic: fewer, larger ops (wider chunks, batched memories, fused
-kernels) are then the remedy.
+op, beside the step's untraced wall time (what the ops' own time does not cover is spent
+outside them: dispatch between ops, loop control, allocation; the trace does not say which).
+A step made of many ops of a few µs each is bound by per-op overhead, not by arithmetic: fewer,
+larger ops (wider chunks, batched memories, fused kernels) are then the remedy.
 """
 
 from __future__ import annotations
@@ -37,14 +37,13 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import compiled_grad_step, write_json  # noqa: E402
+from benchmarks.common import compiled_grad_step, interleaved_times, write_json  # noqa: E402,E501
 from benchmarks.study import parse_set  # noqa: E402
 from benchmarks.throughput import model_configs, with_variants  # noqa: E402
 
@@ -120,11 +119,7 @@ def profile(compiled, params, toks, steps: int) -> tuple[dict, dict, float]:
     {key: {"ms", "ops", "us_per_op"}} per step."""
     ops = hlo_ops(compiled.as_text())
     jax.block_until_ready(compiled(params, toks))
-    walls = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(params, toks))
-        walls.append(1e3 * (time.perf_counter() - t0))
+    walls = interleaved_times({"step": (compiled, params, toks)}, steps)["step"]
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
             for _ in range(steps):
@@ -146,7 +141,7 @@ def profile(compiled, params, toks, steps: int) -> tuple[dict, dict, float]:
     for table in tables:
         for row in table.values():
             row["us_per_op"] = 1e3 * row["ms"] / max(row["ops"], 1e-9)
-    return tables[0], tables[1], statistics.median(walls)
+    return tables[0], tables[1], 1e3 * statistics.median(walls)
 
 
 def _print(title: str, table: dict) -> None:
@@ -177,8 +172,8 @@ def main(argv=None):
 
     cfgs = with_variants(model_configs(args.preset, args.dtype, parse_set(args.set)),
                          args.variant)
-    labels = [m for m in args.models.split(",") if m] + [
-        v.split(":", 1)[0] for v in args.variant if v.split(":", 1)[0] not in args.models]
+    labels = [m for m in args.models.split(",") if m]
+    labels += [v.split(":", 1)[0] for v in args.variant if v.split(":", 1)[0] not in labels]
     out = {"seq": args.seq, "batch": args.batch, "preset": args.preset, "set": args.set,
            "device": jax.devices()[0].device_kind, "models": {}}
     for label in labels:
@@ -191,7 +186,7 @@ def main(argv=None):
                                 "traced_ms": traced}
         print(f"\n{label}: T={args.seq} B={args.batch} {args.dtype} ({out['device']}): "
               f"{wall:.1f} ms/step untraced, of which ops {traced:.1f} ms "
-              f"({100 * traced / wall:.0f}%; the rest: dispatch between ops, loop control)")
+              f"({100 * traced / wall:.0f}%; the rest is outside the traced ops)")
         _print("part", by_part)
         _print("opcode", by_op)
     if args.json:
