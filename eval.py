@@ -35,6 +35,9 @@ flags.DEFINE_list("niah_lengths", ["256", "512"], "NIAH context lengths (tokens)
 flags.DEFINE_list("niah_depths", ["0", "0.25", "0.5", "0.75", "1"], "NIAH needle depths.")
 flags.DEFINE_integer("niah_samples", 2, "NIAH samples per (kind, length, depth).")
 flags.DEFINE_integer("long_len", 0, "ppl_position document length (0 = 4 x train length).")
+flags.DEFINE_list("position_paths", [], "ppl_position on these text files / directories of *.txt "
+                  "(whole files, held out); empty = the default domains' held-out tails.")
+flags.DEFINE_integer("position_windows", 4, "ppl_position: evenly spaced windows per document.")
 flags.DEFINE_string("mqar_config", "configs/mqar_tiny.py", "MQAR train/eval config file.")
 flags.DEFINE_integer("mqar_steps", 0, "Override MQAR training steps (0 = config).")
 flags.DEFINE_integer("mqar_batch", 0, "Override MQAR batch size (0 = config).")
@@ -93,8 +96,9 @@ def main():
         task_data=tuple(FLAGS.task_data),
         batch_size=FLAGS.batch_size, niah_lengths=tuple(int(x) for x in FLAGS.niah_lengths),
         niah_depths=tuple(float(x) for x in FLAGS.niah_depths), niah_samples=FLAGS.niah_samples,
-        long_len=FLAGS.long_len, mqar_config=FLAGS.mqar_config, mqar_steps=FLAGS.mqar_steps,
-        mqar_batch=FLAGS.mqar_batch,
+        long_len=FLAGS.long_len, position_paths=tuple(FLAGS.position_paths),
+        position_windows=FLAGS.position_windows, mqar_config=FLAGS.mqar_config,
+        mqar_steps=FLAGS.mqar_steps, mqar_batch=FLAGS.mqar_batch,
         continual_steps=FLAGS.continual_steps, max_batches=FLAGS.max_batches or 8)
     res = run_suite(run, FLAGS.workdir, suites, opts, _log)
     if "lm_eval" in res:

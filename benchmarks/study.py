@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import math
 import os
@@ -56,6 +57,19 @@ PRESETS = {
     "s": ({**_COMMON, "model.d_model": 128},   # ~0.65M parameters
           {_TF: {"model.mlp_hidden": 640}, _TI: {"model.mlp_hidden": 496}, _HO: {}}),
 }
+# Long-context language modelling on the public-domain books (issue 18): the preset-s triple plus
+# Gated DeltaNet and Samba (one Mamba2 + SWA unit = 2 mixer layers) at equal size, 1024-token
+# context, byte-level; validation = the 5 held-out books, loss by position over them.
+BOOKS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "books"
+_GDN, _SAMBA = "configs/gated_deltanet_tiny.py", "configs/samba_tiny.py"
+PRESETS["books"] = (
+    {**PRESETS["s"][0], "data.source": "files", "data.train_paths": (str(BOOKS / "train"),),
+     "data.val_paths": (str(BOOKS / "val"),), "data.seq_len": 1024, "data.batch_size": 4,
+     "data.split_doc_bytes": 8192, "train.steps": 200, "train.eval_every": 100,
+     "train.eval_batches": 16},
+    {**PRESETS["s"][1], _HO: {"model.hope.cms_grad": "residual"},
+     _GDN: {"model.mlp_hidden": 584, "model.inner.chunk_size": 64},
+     _SAMBA: {"model.num_layers": 1, "model.mlp_hidden": 584, "model.memory.window": 512}})
 
 
 _EVAL_COLS = {"mqar_acc": "MQAR %", "niah_acc": "NIAH %", "cl_bwt": "CL BWT",
@@ -97,6 +111,9 @@ def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
     from hope_jax.eval.run import load_run
     from hope_jax.eval.suite import run_suite
 
+    if "ppl_position" in evals:  # loss by position on the run's own validation documents
+        opts = dataclasses.replace(opts, long_len=opts.long_len or cfg.data.seq_len,
+                                   position_paths=opts.position_paths or cfg.data.val_paths)
     path = os.path.join(workdir, "eval", "results.json")
     done = json.loads(Path(path).read_text()) if os.path.exists(path) else {}
     todo = [e for e in evals if e not in done]
@@ -110,6 +127,9 @@ def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
         out["mqar_acc"] = statistics.mean(out["mqar_by_kv"].values())
     if "niah" in res:
         out["niah_acc"] = statistics.mean(k["mean"] for k in res["niah"]["kinds"].values())
+    if "ppl_position" in res:
+        out["pos_positions"] = res["ppl_position"]["all"]["positions"]
+        out["pos_loss"] = res["ppl_position"]["all"]["loss"]
     if "continual" in res:
         out["cl_bwt"] = res["continual"]["backward_transfer"]
         out["cl_final_loss"] = res["continual"]["final_avg_loss"]
@@ -172,10 +192,57 @@ def _plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _plot_position(table: list[dict], path: str) -> None:
+    """Loss by position in the context, one line per label with its 95% band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in table:
+        xs, ys = np.asarray(row["pos_positions"]), np.asarray(row["pos_loss"])
+        ci = np.nan_to_num(np.asarray(row["pos_loss_ci95"]))
+        ax.plot(xs, ys, marker=".", label=f"{row['label']} ({len(row['seeds'])} seeds)")
+        ax.fill_between(xs, ys - ci, ys + ci, alpha=0.2)
+    ax.set_xlabel("position in the context (end of bin)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _print_position(table: list[dict]) -> None:
+    rows = [r for r in table if "pos_loss" in r]
+    if not rows:
+        return
+    n = len(rows[0]["pos_positions"])
+    picks = sorted({0, n // 4 - 1, n // 2 - 1, n - 1} - {-1})
+    print("\nloss by position (mean ± 95% interval over seeds; bins end at the position named)")
+    print(f"{'config':22s} " + " ".join(f"{'<=' + str(rows[0]['pos_positions'][i]):>16s}"
+                                         for i in picks) + f" {'last-first':>11s}")
+    for r in rows:
+        print(f"{r['label']:22s} " + " ".join(
+            f"{r['pos_loss'][i]:8.4f} ± {r['pos_loss_ci95'][i]:5.3f}" for i in picks)
+            + f" {r['pos_loss'][-1] - r['pos_loss'][0]:+11.4f}")
+
+
 def _mean_sd(xs) -> tuple[float, float]:
     """Mean and population sd; a nan (a diverged seed) makes both nan instead of raising."""
     a = np.asarray(list(xs), np.float64)
     return float(a.mean()), float(a.std())
+
+
+def ci95(xs) -> float:
+    """Half-width of the 95% Student-t interval of the mean over seeds (nan below 2 seeds)."""
+    from scipy.stats import t
+
+    a = np.asarray(list(xs), np.float64)
+    if len(a) < 2:
+        return float("nan")
+    return float(t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -193,11 +260,17 @@ def summarize(runs: list[dict]) -> list[dict]:
         row = {"config": rs[0]["config"], "label": label, "model": rs[0]["model"],
                "params": rs[0]["params"], "seeds": [r["seed"] for r in rs],
                "val_losses": [r["val_loss"] for r in rs], "val_loss": val, "val_loss_sd": val_sd,
+               "val_loss_ci95": ci95(r["val_loss"] for r in rs),
                "diverged": sum(not math.isfinite(r["val_loss"]) for r in rs),
                "train_loss": _mean_sd(r["train_loss"] for r in rs)[0],
                "step_s": _mean_sd(r["step_s"] for r in rs)[0], "val_minus_first": val - base}
         for k in cols:
             row[k], row[f"{k}_sd"] = _mean_sd(r.get(k, float("nan")) for r in rs)
+        if all("pos_loss" in r for r in rs):  # loss by position: mean and 95% interval per bin
+            curves = np.asarray([r["pos_loss"] for r in rs], np.float64)
+            row["pos_positions"] = rs[0]["pos_positions"]
+            row["pos_loss"] = curves.mean(0).tolist()
+            row["pos_loss_ci95"] = [ci95(c) for c in curves.T]
         table.append(row)
     return table
 
@@ -214,6 +287,8 @@ def main(argv=None):
     ap.add_argument("--mqar-batch", type=int, default=16)
     ap.add_argument("--continual-steps", type=int, default=30, help="steps per domain")
     ap.add_argument("--niah-lengths", default="256")
+    ap.add_argument("--position-windows", type=int, default=4,
+                    help="ppl_position: windows per validation document")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=0, help="train.steps for every run (0: config's)")
     ap.add_argument("--set", action="append", default=[], help="key=value for every run")
@@ -224,13 +299,16 @@ def main(argv=None):
 
     from hope_jax.eval.suite import SuiteOptions
 
+    if args.preset == "books" and not BOOKS.is_dir():
+        raise SystemExit(f"--preset=books needs the books corpus at {BOOKS} (absent here)")
     common, per_cfg = PRESETS[args.preset] if args.preset else ({}, {})
     configs = args.configs.split(",") if args.configs else list(per_cfg) or list(TINY)
     overrides = {**common, **parse_set(args.set)}
     evals = [e for e in args.evals.split(",") if e]
     opts = SuiteOptions(niah_lengths=tuple(int(n) for n in args.niah_lengths.split(",")),
                         niah_depths=(0.0, 0.5, 1.0), niah_samples=1, mqar_steps=args.mqar_steps,
-                        mqar_batch=args.mqar_batch, continual_steps=args.continual_steps)
+                        mqar_batch=args.mqar_batch, continual_steps=args.continual_steps,
+                        position_windows=args.position_windows)
     if args.steps:
         overrides.update({"train.steps": args.steps, "train.eval_every": max(args.steps // 3, 1)})
     os.makedirs(args.out, exist_ok=True)
@@ -249,21 +327,27 @@ def main(argv=None):
     dev = jax.devices()[0]
     table = summarize(runs)
     cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
-    print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'val ppl':>8s} "
+    print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'±95%':>6s} "
+          f"{'val ppl':>8s} "
           f"{'train':>7s} {'vs first':>9s} {'s/step':>7s} {'diverged':>8s} "
           + " ".join(f"{_EVAL_COLS[k]:>10s}" for k in cols)
           + f"   ({dev.device_kind}, seeds {args.seeds})")
     for row in table:
         val = row["val_loss"]
         print(f"{row['label']:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
-              f"{val:9.4f} {math.exp(val):8.2f} {row['train_loss']:7.3f} "
+              f"{val:9.4f} {row['val_loss_ci95']:6.3f} {math.exp(val):8.2f} "
+              f"{row['train_loss']:7.3f} "
               f"{row['val_minus_first']:+9.4f} {row['step_s']:7.2f} "
               f"{row['diverged']:>4d}/{len(row['seeds'])} "
               + " ".join(f"{row[k]:10.3f}" for k in cols))
     Path(args.out, "study.json").write_text(json.dumps(
         {"device": dev.device_kind, "overrides": overrides, "table": table, "runs": runs},
         indent=2, default=float))
+    _print_position(table)
     _plot(runs, os.path.join(args.out, "study.png"))
+    if any("pos_loss" in row for row in table):
+        _plot_position([r for r in table if "pos_loss" in r],
+                       os.path.join(args.out, "study_position.png"))
     if "mqar_by_kv" in runs[0]:
         from hope_jax.eval import mqar
 

@@ -62,7 +62,7 @@ def test_study_presets_have_equal_parameter_counts():
     from hope_jax.train.state import param_count
 
     for common, per_cfg in study.PRESETS.values():
-        counts = [param_count(replace(load_config_file(p), **common, **over))
+        counts = [param_count(replace(load_config_file(p), **{**common, **over}))
                   for p, over in per_cfg.items()]
         assert max(counts) / min(counts) < 1.02, counts
 
@@ -163,3 +163,17 @@ def test_profile_step_attributes_trace_time_to_model_parts():
     total = sum(r["ms"] for r in parts.values())
     ops_total = sum(r["ops"] for r in out["models"]["transformer"]["by_opcode"].values())
     assert total > 0 and ops_total == sum(r["ops"] for r in parts.values()) > 10
+
+
+def test_study_intervals_and_loss_by_position_over_seeds():
+    """The study's 95% interval is Student-t over seeds (t_{0.975,1} = 12.706 for two), and the
+    loss-by-position curves are averaged per bin with an interval each."""
+    runs = [{"config": "c", "label": "a", "model": "hope", "params": 10, "seed": s,
+             "val_loss": v, "train_loss": v, "step_s": 1.0, "pos_positions": [4, 8],
+             "pos_loss": [v + 1.0, v]} for s, v in ((0, 2.0), (1, 3.0))]
+    (row,) = study.summarize(runs)
+    half = 12.7062 * np.std([2.0, 3.0], ddof=1) / np.sqrt(2)
+    assert row["val_loss_ci95"] == pytest.approx(half, rel=1e-4)
+    assert row["pos_loss"] == [3.5, 2.5] and row["pos_positions"] == [4, 8]
+    assert row["pos_loss_ci95"] == pytest.approx([half, half], rel=1e-4)
+    assert np.isnan(study.ci95([1.0]))

@@ -88,3 +88,40 @@ def test_loss_by_position_bins():
     nll = lambda p, w: np.tile(np.arange(8, dtype=np.float32), (w.shape[0], 1))  # noqa: E731
     r = continual.loss_by_position(nll, None, np.zeros((3, 9), np.int32), bins=4)
     assert r == {"positions": [2, 4, 6, 8], "loss": [0.5, 2.5, 4.5, 6.5]}
+
+
+def test_ppl_position_on_held_out_files(tmp_path):
+    """`ppl_position` on given text files (issue 18's books): each file long enough is a domain
+    of evenly spaced windows scored by the model, `all` is the mean over domains, a file shorter
+    than the window is left out, and a path with no text file is one clear error."""
+    import jax
+    import jax.numpy as jnp
+
+    from hope_jax.eval.run import Run
+    from hope_jax.eval.suite import SuiteOptions, run_ppl_position
+    from hope_jax.models.lm import LM
+    from tests.helpers import tiny_config
+
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a.txt").write_text("the cat sat on the mat. " * 20)
+    (books / "b.txt").write_text("0123456789" * 30)
+    (books / "short.txt").write_text("too short")
+    (tmp_path / "notes.md").write_text("not read: only *.txt of a directory")
+    cfg = tiny_config(**{"data.seq_len": 16, "model.d_model": 32, "model.num_layers": 1})
+    model = LM(cfg.model)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    run = Run(cfg, model, params, TOK, 0)
+    opts = SuiteOptions(long_len=32, position_paths=(str(books),), position_windows=3)
+    out = run_ppl_position(run, opts, str(tmp_path))
+    assert set(out["domains"]) == {"a", "b"} and out["length"] == 32
+    nll = continual.make_nll_fn(model)
+    for name in ("a", "b"):
+        ids = np.asarray(TOK.encode((books / f"{name}.txt").read_text()), np.int32)
+        want = continual.loss_by_position(nll, params, continual.windows(ids, 32, 3, None))
+        np.testing.assert_allclose(out["domains"][name]["loss"], want["loss"], rtol=1e-6)
+    np.testing.assert_allclose(out["all"]["loss"], np.mean(
+        [out["domains"][n]["loss"] for n in ("a", "b")], axis=0), rtol=1e-6)
+    assert os.path.exists(out["plot"])
+    with pytest.raises(FileNotFoundError, match="no text file"):
+        continual.file_domains([str(tmp_path / "empty_dir_missing")])

@@ -48,6 +48,18 @@ def default_domains(packages=("json", "email", "asyncio"), max_bytes: int = 400_
     return out
 
 
+def file_domains(paths, max_bytes: int = 0) -> dict:
+    """{file stem: text} of text files: each path a file, or a directory whose `*.txt` files
+    (sorted) are read; `max_bytes` > 0 keeps each file's first max_bytes characters."""
+    files = []
+    for p in paths:
+        found = sorted(glob.glob(os.path.join(p, "*.txt"))) if os.path.isdir(p) else [p]
+        if not found or not all(os.path.isfile(f) for f in found):
+            raise FileNotFoundError(f"no text file at {p!r} (a file, or a directory of *.txt)")
+        files += found
+    return {os.path.splitext(os.path.basename(f))[0]: _read(f)[:max_bytes or None] for f in files}
+
+
 def split_tokens(text: str, tokenizer, val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of the text split into (train, validation) by position."""
     ids = np.asarray(tokenizer.encode(text), np.int32)

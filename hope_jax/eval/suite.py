@@ -36,6 +36,8 @@ class SuiteOptions:
     niah_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     niah_samples: int = 2
     long_len: int = 0
+    position_paths: tuple[str, ...] = ()  # ppl_position on these files (whole: held out)
+    position_windows: int = 4  # evenly spaced windows per document
     mqar_config: str = "configs/mqar_tiny.py"
     mqar_steps: int = 0
     mqar_batch: int = 0
@@ -83,15 +85,26 @@ def run_niah(run: Run, opts: SuiteOptions, out_dir: str) -> dict:
 
 
 def run_ppl_position(run: Run, opts: SuiteOptions, out_dir: str) -> dict:
+    """Loss by position on `opts.position_paths` (whole files, e.g. held-out books), else on the
+    held-out tail of the default domains; `all` = the mean over domains."""
     length = opts.long_len or 4 * run.cfg.data.seq_len
-    doms = continual.default_domains(max_bytes=400_000)
+    if opts.position_paths:
+        vals = {n: np.asarray(run.tokenizer.encode(t), np.int32)
+                for n, t in continual.file_domains(opts.position_paths).items()}
+    else:
+        vals = {n: continual.split_tokens(t, run.tokenizer)[1]
+                for n, t in continual.default_domains(max_bytes=400_000).items()}
     nll = continual.make_nll_fn(run.model)
     out = {"length": length, "domains": {}}
-    for name, text in doms.items():
-        _, val = continual.split_tokens(text, run.tokenizer)
+    for name, val in vals.items():
         if len(val) > length + 1:
-            wins = continual.windows(val, length, 4, None)
+            wins = continual.windows(val, length, opts.position_windows, None)
             out["domains"][name] = continual.loss_by_position(nll, run.params, wins)
+    if not out["domains"]:
+        raise ValueError(f"ppl_position: no document is longer than {length} tokens")
+    curves = [r["loss"] for r in out["domains"].values()]
+    out["all"] = {"positions": next(iter(out["domains"].values()))["positions"],
+                  "loss": np.mean(curves, axis=0).tolist()}
     import matplotlib
 
     matplotlib.use("Agg")
