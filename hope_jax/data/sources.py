@@ -230,12 +230,7 @@ def _cut_point(data: bytes, target: int) -> int:
     j = data.find(b"\n", target)
     if 0 <= j < n - 1:
         return j + 1
-    j = data.rfind(b"\n", 0, target)
-    if j >= 0:
-        return j + 1
-    while target > 1 and (data[target] & 0xC0) == 0x80:  # UTF-8 continuation byte
-        target -= 1
-    return target
+    return _cut_before(data, target)
 
 
 def _cut_before(data: bytes, limit: int) -> int:

@@ -50,15 +50,32 @@ def _cache(cfg: ModelConfig, batch: int, max_len: int, context: bool = False) ->
                       jnp.promote_types(dtype_of(cfg.dtype), jnp.float32), context)
 
 
-def _mem_state(cfg: ModelConfig, batch: int) -> dict:
-    return neural_memory(cfg).init_state(batch)
+def _carry_of(attn: bool, context: bool = False):
+    """The block's `init_carry`: the memory state (+ the attention's KV cache)."""
+    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
+        mem = {"memory": neural_memory(cfg).init_state(batch)}
+        return mem | ({"attn": _cache(cfg, batch, max_len, context)} if attn else {})
+    return staticmethod(init_carry)
 
 
 def _split(carry, key):
     return None if carry is None else carry[key]
 
 
-def _result(y, carry, **new):
+def _attend(cfg: ModelConfig, x, positions, segment_ids, carry, segmented=False, **kw):
+    """(attention output, its new KV cache or None)."""
+    a = _attention(cfg, segmented)(x, positions, segment_ids, _split(carry, "attn"), **kw)
+    return (a, None) if carry is None else a
+
+
+def _remember(cfg: ModelConfig, x, positions, segment_ids, carry):
+    """(memory read-out, its new state)."""
+    return neural_memory(cfg)(x, positions, segment_ids, _split(carry, "memory"))
+
+
+def _ffn_out(cfg: ModelConfig, h, carry, **new):
+    """h + FFN(N(h)); with a carry, also the block's new carry."""
+    y = h + ffn(cfg)(norm(cfg, "mlp_norm")(h))
     return y if carry is None else (y, new)
 
 
@@ -73,89 +90,65 @@ class TitansLMM(nn.Module):
     """Titans (LMM): the neural memory as the only sequence mixer."""
 
     cfg: ModelConfig
-
-    @staticmethod
-    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-        return {"memory": _mem_state(cfg, batch)}
+    init_carry = _carry_of(attn=False)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        m, mem = neural_memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
-                              _split(carry, "memory"))
-        h = x_BTD + m
-        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem)
+        m, mem = _remember(cfg, norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT, carry)
+        return _ffn_out(cfg, x_BTD + m, carry, memory=mem)
 
 
 class TitansMAG(nn.Module):
     """Memory as a gate: sliding-window attention and memory branches combined by gating."""
 
     cfg: ModelConfig
-
-    @staticmethod
-    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-        return {"memory": _mem_state(cfg, batch), "attn": _cache(cfg, batch, max_len)}
+    init_carry = _carry_of(attn=True)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
         xn = norm(cfg, "mix_norm")(x_BTD)
-        a = _attention(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "attn"))
-        a, cache = (a, None) if carry is None else a
-        m, mem = neural_memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
+        a, cache = _attend(cfg, xn, positions_BT, segment_ids_BT, carry)
+        m, mem = _remember(cfg, xn, positions_BT, segment_ids_BT, carry)
         pdt = dtype_of(cfg.param_dtype)
         a = RMSNorm(cfg.norm_eps, param_dtype=pdt, name="attn_out_norm")(a)
         g = RMSNorm(cfg.norm_eps, param_dtype=pdt, name="mem_out_norm")(m)
         o = (a.astype(jnp.float32) * nn.sigmoid(g.astype(jnp.float32))).astype(a.dtype)
         o = DenseGeneral((cfg.d_model,), ("embed",), ("embed",), out_std(cfg), dtype_of(cfg.dtype),
                          pdt, name="gate_out")(o)
-        h = x_BTD + o
-        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem, attn=cache)
+        return _ffn_out(cfg, x_BTD + o, carry, memory=mem, attn=cache)
 
 
 class TitansMAL(nn.Module):
     """Memory as a layer: memory sublayer, then sliding-window attention, then FFN."""
 
     cfg: ModelConfig
-
-    @staticmethod
-    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-        return {"memory": _mem_state(cfg, batch), "attn": _cache(cfg, batch, max_len)}
+    init_carry = _carry_of(attn=True)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
-        m, mem = neural_memory(cfg)(norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT,
-                              _split(carry, "memory"))
+        m, mem = _remember(cfg, norm(cfg, "mem_norm")(x_BTD), positions_BT, segment_ids_BT, carry)
         h = x_BTD + m
-        a = _attention(cfg)(norm(cfg, "attn_norm")(h), positions_BT, segment_ids_BT,
-                            _split(carry, "attn"))
-        a, cache = (a, None) if carry is None else a
-        h = h + a
-        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem, attn=cache)
+        a, cache = _attend(cfg, norm(cfg, "attn_norm")(h), positions_BT, segment_ids_BT, carry)
+        return _ffn_out(cfg, h + a, carry, memory=mem, attn=cache)
 
 
 class TitansMAC(nn.Module):
     """Memory as context: segment attention over [persistent | memory retrievals | segment]."""
 
     cfg: ModelConfig
-
-    @staticmethod
-    def init_carry(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-        return {"memory": _mem_state(cfg, batch),
-                "attn": _cache(cfg, batch, max_len, context=True)}
+    init_carry = _carry_of(attn=True, context=True)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, segment_ids_BT, carry=None):
         cfg = self.cfg
         xn = norm(cfg, "mix_norm")(x_BTD)
         # h_t = M_{c-1}(q_t): past chunks only (A1)
-        m, mem = neural_memory(cfg)(xn, positions_BT, segment_ids_BT, _split(carry, "memory"))
-        a = _attention(cfg, segmented=True)(xn, positions_BT, segment_ids_BT,
-                                            _split(carry, "attn"), ctx_BTD=m)
-        a, cache = (a, None) if carry is None else a
-        h = x_BTD + a
-        return _result(h + ffn(cfg)(norm(cfg, "mlp_norm")(h)), carry, memory=mem, attn=cache)
+        m, mem = _remember(cfg, xn, positions_BT, segment_ids_BT, carry)
+        a, cache = _attend(cfg, xn, positions_BT, segment_ids_BT, carry, segmented=True, ctx_BTD=m)
+        return _ffn_out(cfg, x_BTD + a, carry, memory=mem, attn=cache)
 
 
 TITANS_MODELS = {"titans_lmm": TitansLMM, "titans_mag": TitansMAG, "titans_mal": TitansMAL,
