@@ -283,6 +283,8 @@ def main(argv=None):
                     help="equal-size Transformer++ / Titans / HOPE triple")
     ap.add_argument("--evals", default="mqar,continual,niah",
                     help="suites run on every trained run (empty: none)")
+    ap.add_argument("--mqar-config", default="configs/mqar_tiny.py",
+                    help="MQAR task config (configs/mqar_recall.py: pairs a chunk before queries)")
     ap.add_argument("--mqar-steps", type=int, default=200)
     ap.add_argument("--mqar-batch", type=int, default=16)
     ap.add_argument("--continual-steps", type=int, default=30, help="steps per domain")
@@ -306,7 +308,8 @@ def main(argv=None):
     overrides = {**common, **parse_set(args.set)}
     evals = [e for e in args.evals.split(",") if e]
     opts = SuiteOptions(niah_lengths=tuple(int(n) for n in args.niah_lengths.split(",")),
-                        niah_depths=(0.0, 0.5, 1.0), niah_samples=1, mqar_steps=args.mqar_steps,
+                        niah_depths=(0.0, 0.5, 1.0), niah_samples=1, mqar_config=args.mqar_config,
+                        mqar_steps=args.mqar_steps,
                         mqar_batch=args.mqar_batch, continual_steps=args.continual_steps,
                         position_windows=args.position_windows)
     if args.steps:

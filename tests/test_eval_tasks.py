@@ -63,6 +63,36 @@ def test_mqar_generator_and_scorer():
     assert rand[8] < 5.0  # chance = 1/129 over the whole vocabulary
 
 
+def _past_chunk_memory(chunk: int, vocab: int = 129):
+    """A perfect memory that reads only the pairs written in chunks before the query's chunk
+    (how Titans/HOPE read, SPEC A1): logits one-hot at the value it can see, else at 0."""
+    def logits(batch):
+        out = np.zeros(batch["inputs"].shape + (vocab,))
+        for b, row in enumerate(batch["inputs"]):
+            for t in np.nonzero(batch["mask"][b])[0]:
+                seen = {row[p]: row[p + 1] for p in range(0, (t // chunk) * chunk - 1)
+                        if batch["mask"][b, p] == 0 and row[p] != 0}
+                out[b, t, seen.get(row[t], 0)] = 1.0
+        return out
+    return logits
+
+
+def test_mqar_gap_puts_every_pair_a_chunk_before_its_query():
+    """With gap >= chunk, a memory that reads only past chunks answers every query (issue 18
+    item 2: no model is at chance by construction); without a gap it cannot see the pairs of the
+    chunk the queries start in. The gap is pad tokens, and the queries stay correct."""
+    a = mqar.make_batch(np.random.default_rng(2), 3, 8, 64, gap=16)
+    assert a["mask"].sum() == 3 * 8 and not a["inputs"][:, 16:32].any()
+    assert np.nonzero(a["mask"][0])[0].min() == 32
+    mem = _past_chunk_memory(16)
+    assert mqar.evaluate(mem, [4, 8], 64, batches=2, batch=4, gap=16) == {4: 100.0, 8: 100.0}
+    # no gap: 4 pairs + their queries share chunk 0, so none is visible (8 pairs fill chunk 0
+    # exactly and are all visible: the construction, not the model, decides)
+    assert mqar.evaluate(mem, [4, 8], 64, batches=2, batch=4) == {4: 0.0, 8: 100.0}
+    with pytest.raises(ValueError, match="gap=40"):
+        mqar.make_batch(np.random.default_rng(0), 1, 8, 64, gap=40)
+
+
 def test_mqar_plot_takes_results_read_back_from_json(tmp_path):
     """results.json turns the int keys of accuracy_by_num_kv into strings; plot takes both."""
     fresh = {"accuracy_by_num_kv": {2: 90.0, 8: 40.0}}

@@ -1,10 +1,15 @@
 """Multi-query associative recall (MQAR, Zoology / Arora et al. 2024): generator, scorer, trainer.
 
 A row is `k_1 v_1 ... k_n v_n | k_a v_a k_b v_b ...`: n distinct keys with random values, then
-every key queried once in a random order, each followed by its value. The model is trained with
-the usual next-token loss restricted to the queried values (mask), and accuracy is the fraction of
-queried values predicted by argmax. Keys are token ids [1, 1 + num_keys), values
-[1 + num_keys, 1 + num_keys + num_values); 0 pads. Deterministic in (seed, step).
+every key queried once in a random order, each followed by its value. `gap` pad tokens between
+the pairs and the queries put every pair at least `gap` tokens before any query: with gap >= a
+chunked memory's chunk size, each pair lies in a chunk strictly before every query's chunk, so a
+memory that reads only the state of past chunks (Titans/HOPE, SPEC A1) can answer every query
+(gap 0: the pairs in the chunk where the queries start are invisible to it by construction).
+The model is trained with the usual next-token loss restricted to the queried values (mask), and
+accuracy is the fraction of queried values predicted by argmax. Keys are token ids
+[1, 1 + num_keys), values [1 + num_keys, 1 + num_keys + num_values); 0 pads. Deterministic in
+(seed, step).
 
 Shape legend: B batch, T time, V vocabulary.
 """
@@ -19,20 +24,22 @@ import numpy as np
 
 
 def make_batch(rng: np.random.Generator, batch: int, num_kv: int, seq_len: int,
-               num_keys: int = 64, num_values: int = 64) -> dict[str, np.ndarray]:
+               num_keys: int = 64, num_values: int = 64, gap: int = 0) -> dict[str, np.ndarray]:
     """One MQAR batch in the trainer's format (inputs, targets, positions, segment_ids, mask)."""
-    if 4 * num_kv + 1 > seq_len + 1 or num_kv > num_keys:
-        raise ValueError(f"num_kv={num_kv} needs seq_len >= {4 * num_kv} and num_keys >= num_kv")
+    if 4 * num_kv + gap > seq_len or num_kv > num_keys:
+        raise ValueError(f"num_kv={num_kv} with gap={gap} needs seq_len >= {4 * num_kv + gap} "
+                         "and num_keys >= num_kv")
     rows = np.zeros((batch, seq_len + 1), np.int32)
     mask = np.zeros((batch, seq_len), np.float32)
     for b in range(batch):
         keys = rng.choice(num_keys, num_kv, replace=False) + 1
         vals = rng.integers(0, num_values, num_kv) + 1 + num_keys
         order = rng.permutation(num_kv)
-        seq = np.concatenate([np.stack([keys, vals], 1).ravel(),
+        seq = np.concatenate([np.stack([keys, vals], 1).ravel(), np.zeros(gap, np.int32),
                               np.stack([keys[order], vals[order]], 1).ravel()])
         rows[b, :len(seq)] = seq
-        mask[b, 2 * num_kv:4 * num_kv:2] = 1.0  # input = a queried key, target = its value
+        q0 = 2 * num_kv + gap
+        mask[b, q0:q0 + 2 * num_kv:2] = 1.0  # input = a queried key, target = its value
     pos = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch, seq_len)).copy()
     return {"inputs": rows[:, :-1], "targets": rows[:, 1:], "positions": pos,
             "segment_ids": np.ones((batch, seq_len), np.int32), "mask": mask}
@@ -45,13 +52,14 @@ def accuracy(logits_BTV, batch: dict) -> float:
 
 
 def evaluate(logits_fn: Callable, num_kvs, seq_len: int, batches: int = 4, batch: int = 16,
-             seed: int = 1, num_keys: int = 64, num_values: int = 64) -> dict:
+             seed: int = 1, num_keys: int = 64, num_values: int = 64, gap: int = 0) -> dict:
     """Accuracy (percent) per number of key-value pairs; `logits_fn(batch) -> [B, T, V]`."""
     out = {}
     for n in num_kvs:
         rng = np.random.default_rng([seed, n])
         accs = [accuracy(logits_fn(b), b) for b in
-                (make_batch(rng, batch, n, seq_len, num_keys, num_values) for _ in range(batches))]
+                (make_batch(rng, batch, n, seq_len, num_keys, num_values, gap)
+                 for _ in range(batches))]
         out[int(n)] = 100.0 * float(np.mean(accs))
     return out
 
@@ -63,7 +71,7 @@ def train_and_evaluate(cfg, task: dict, log: Callable[[str], None] = lambda s: N
       cfg: a validated hope_jax `Config` (model, optim; `train.steps`, `data.batch_size`,
         `data.seq_len` are used).
       task: {"train_num_kvs": [...] (each batch draws one), "eval_num_kvs": [...], "num_keys",
-        "num_values", "eval_batches", "seed"}.
+        "num_values", "eval_batches", "seed", "gap" (pad tokens between pairs and queries)}.
       log: progress callback (the CLI prints; the library does not).
     """
     from hope_jax.models.lm import LM
@@ -75,7 +83,8 @@ def train_and_evaluate(cfg, task: dict, log: Callable[[str], None] = lambda s: N
     state = init_state(cfg, model, tx)
     step = jax.jit(make_train_step(model, tx), donate_argnums=0)
     rng = np.random.default_rng(task.get("seed", 0))
-    kw = dict(num_keys=task.get("num_keys", 64), num_values=task.get("num_values", 64))
+    kw = dict(num_keys=task.get("num_keys", 64), num_values=task.get("num_values", 64),
+              gap=task.get("gap", 0))
     losses = []
     for i in range(cfg.train.steps):
         n = int(rng.choice(task["train_num_kvs"]))
