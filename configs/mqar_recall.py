@@ -9,15 +9,13 @@ get_config() returns {"base": a hope_jax config dict, "task": MQAR settings}; th
 run's architecture on it from scratch.
 """
 
-from hope_jax.config import default_config_dict
+import runpy
+from pathlib import Path
 
 
 def get_config():
-    c = default_config_dict()
-    c.model.update(name="transformer", vocab_size=257, d_model=64, num_layers=2, num_heads=4)
-    c.data.update(source="stdlib", seq_len=256, batch_size=16, seed=0)
-    c.optim.update(name="adamw", lr=3e-3, warmup_steps=20, weight_decay=0.0, clip_norm=1.0)
-    c.train.update(steps=300, log_every=50, progress=False, tensorboard=False)
-    task = {"train_num_kvs": [8, 16, 32], "eval_num_kvs": [8, 16, 32, 48], "num_keys": 64,
-            "num_values": 64, "eval_batches": 4, "seed": 0, "gap": 16}
-    return {"base": c, "task": task}
+    """configs/mqar_tiny.py (same model, optimizer and steps), at 256 tokens with a 16-token gap."""
+    cfg = runpy.run_path(str(Path(__file__).with_name("mqar_tiny.py")))["get_config"]()
+    cfg["base"].data.update(seq_len=256, batch_size=16)
+    cfg["task"].update(train_num_kvs=[8, 16, 32], eval_num_kvs=[8, 16, 32, 48], gap=16)
+    return cfg
