@@ -137,11 +137,20 @@ def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
 
 
 def parse_variant(item: str) -> tuple[str, dict]:
-    """`NAME:key=value,key=value` -> (NAME, overrides); `NAME:` has none."""
+    """`NAME:key=value,key=value` -> (NAME, overrides); `NAME:` has none. Commas inside
+    brackets belong to the value (`periods:model.hope.cms_periods=(64,0)`)."""
     name, sep, keys = item.partition(":")
     if not sep or not name:
         raise SystemExit(f"--variant expects NAME:key=value,..., got {item!r}")
-    return name, parse_set([k for k in keys.split(",") if k])
+    parts, depth, cur = [], 0, ""
+    for ch in keys:
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return name, parse_set([k for k in parts + [cur] if k])
 
 
 def run_one(path: str, seed: int, overrides: dict, out: str, evals=(), opts=None,

@@ -55,10 +55,19 @@ class DataConfig:
     split_doc_bytes: int = field(32768, nonneg=True,
                                  help="cut longer text documents into pieces at line breaks; "
                                       "0 = never")
+    retrieval_mix: float = field(0.0, nonneg=True,
+                                 help="share of training documents that are synthetic S-NIAH "
+                                      "retrieval samples with their answers (data/retrieval.py); "
+                                      "0 = none")
+    retrieval_len: int = field(0, nonneg=True,
+                               help="longest retrieval sample in tokens (each draws a length in "
+                                    "[len/2, len]); 0 = seq_len")
 
     def check(self, path: str) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"{path}.val_fraction={self.val_fraction} must be in [0, 1)")
+        if not 0.0 <= self.retrieval_mix < 1.0:
+            raise ConfigError(f"{path}.retrieval_mix={self.retrieval_mix} must be in [0, 1)")
         if self.source == "files" and not self.train_paths:
             raise ConfigError(f"{path}.source='files' needs {path}.train_paths")
         if self.tokenizer != "byte" and not self.tokenizer_path:

@@ -119,6 +119,8 @@ def test_out_norm_benchmark_and_study_variants(tmp_path):
     assert study.parse_variant("clip:model.inner.grad_clip=1.0,model.inner.out_norm=False") == (
         "clip", {"model.inner.grad_clip": 1.0, "model.inner.out_norm": False})
     assert study.parse_variant("rms:") == ("rms", {})
+    assert study.parse_variant("p:model.hope.cms_periods=(64,0),model.inner.momentum=False") == (
+        "p", {"model.hope.cms_periods": (64, 0), "model.inner.momentum": False})
     with pytest.raises(SystemExit, match="NAME:key=value"):
         study.parse_variant("nocolon")
 

@@ -146,6 +146,52 @@ def test_determinism_by_seed(tmp_path):
     assert _same(v1, v2)  # validation does not depend on the training seed
 
 
+def test_retrieval_mix_adds_answered_niah_documents_to_train_only(tmp_path):
+    """data.retrieval_mix: a share of synthetic S-NIAH documents (each ending with its answer)
+    joins the train epoch beside every corpus document; val, the seed's order and bad values."""
+    from hope_jax.data.retrieval import RetrievalMix, min_length
+    from hope_jax.eval import niah
+
+    texts = [f"Sentence {i} of a real document. " * 12 for i in range(9)]
+    root = _write_txt(tmp_path / "c", texts)
+    tok = ByteTokenizer()
+    length = min_length(tok) + 64
+    cfg = _cfg([root], seq_len=64, retrieval_mix=0.25, retrieval_len=length, val_fraction=0.0)
+    docs = _docs_from_batches(_take(make_dataset(cfg, "train", repeat=False)))
+    decoded = [tok.decode([t for t in d if t != EOS]) for d in docs]
+    real = [t for t in decoded if "special magic" not in t]
+    synth = [t for t in decoded if "special magic" in t]
+    assert sorted(real) == sorted(texts)  # every corpus document once per epoch
+    assert len(synth) == round(9 * 0.25 / 0.75) == 3  # a quarter of the 12 documents
+    kinds = set()
+    for t in synth:
+        body, answer = t[:-1].rsplit(" ", 1)  # "... the provided text is <answer>."
+        assert t.endswith(".") and f"is: {answer}." in body and len(tok.encode(t)) <= length + 2
+        kinds.add("pass key" if "pass key" in t else "uuid" if "uuid" in t else "number")
+        if "pass key" not in t:
+            assert "of a real document" in t  # the haystack is the corpus's own text
+    assert kinds == {"pass key", "number", "uuid"}
+    # never an evaluation sample: the same (kind, length, depth, seed) draws another value
+    mix = RetrievalMix(texts, tok, 0.25, length, seed=0)
+    ex = niah.make_sample("passkey", length, 0.5, 0, tok)
+    assert ex["answer"] not in "".join(mix[i] for i in range(len(mix)))
+    a = _take(make_dataset(cfg, "train"), 6)
+    assert _same(a, _take(make_dataset(cfg, "train"), 6))
+    assert not _same(a, _take(make_dataset(dataclasses.replace(cfg, seed=1), "train"), 6))
+    held = _cfg([root], seq_len=64, val_fraction=0.3)
+    assert _same(_take(make_dataset(held, "val")),
+                 _take(make_dataset(dataclasses.replace(held, retrieval_mix=0.5,
+                                                        retrieval_len=length), "val")))
+    with pytest.raises(DataError, match="data.retrieval_len=40 tokens is too short"):
+        make_dataset(dataclasses.replace(cfg, retrieval_len=40), "train")
+    from hope_jax.config import ConfigError, default_config_dict, validate
+
+    bad = default_config_dict()
+    bad["data"]["retrieval_mix"] = 1.0
+    with pytest.raises(ConfigError, match="retrieval_mix=1.0 must be in"):
+        validate(bad)
+
+
 @pytest.mark.parametrize("split,repeat", [("train", True), ("train", False), ("val", False)])
 def test_state_round_trip(tmp_path, split, repeat):
     root = _write_txt(tmp_path / "c", _doc_texts())

@@ -3,7 +3,8 @@
 Shapes: B rows per batch on this process, T = cfg.seq_len.
 
 Pipeline (all grain, single-threaded, no worker processes):
-  DocumentSource -(shard by process)-> shuffle(seed) -> repeat -> tokenize -> PackedBatchIterDataset
+  DocumentSource (+ RetrievalMix's synthetic S-NIAH documents in train when data.retrieval_mix)
+  -(shard by process)-> shuffle(seed) -> repeat -> tokenize -> PackedBatchIterDataset
 (B lanes: row r of every batch continues its own document, see packing.py)
 
 Sharding. An infinite stream (`repeat=True`, the train default) is sharded by *document*: process
@@ -27,6 +28,7 @@ import numpy as np
 
 from hope_jax.data.errors import DataError
 from hope_jax.data.packing import PackedBatchIterDataset
+from hope_jax.data.retrieval import RetrievalMix
 from hope_jax.data.sources import load_documents
 from hope_jax.data.tokenizers import Tokenizer, build_tokenizer
 
@@ -102,6 +104,9 @@ def make_dataset(cfg, split: str, *, tokenizer: Tokenizer | None = None, process
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
 
     docs = load_documents(cfg, split)
+    if split == "train" and cfg.retrieval_mix:
+        docs = RetrievalMix(docs, tokenizer, cfg.retrieval_mix, cfg.retrieval_len or cfg.seq_len,
+                            cfg.seed)
     ds = grain.MapDataset.source(docs)
     if repeat and process_count > 1:
         ds = ds[process_index::process_count]

@@ -13,56 +13,13 @@ in tokens of the given tokenizer (the haystack is cut to fit). Everything is det
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 import numpy as np
 
-KINDS = ("passkey", "number", "uuid")
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-_KEYS = ("apple", "river", "silver", "falcon", "copper", "meadow", "harbor", "lantern", "orbit",
-         "pepper", "violet", "canyon")
+from hope_jax.data.retrieval import KINDS, NOISE, make_sample
 
-
-def _value(kind: str, rng: np.random.Generator) -> str:
-    if kind == "uuid":
-        return str(uuid.UUID(bytes=rng.bytes(16), version=4))
-    return str(int(rng.integers(1_000_000, 10_000_000)))
-
-
-def make_sample(kind: str, length: int, depth: float, seed: int, tokenizer,
-                haystack: str | None = None) -> dict:
-    """One NIAH example: {"prompt", "answer", "kind", "length", "depth"}.
-
-    Args:
-      kind: "passkey" | "number" | "uuid".
-      length: target prompt length in tokens (the haystack is trimmed to fit).
-      depth: relative needle position in [0, 1].
-      seed: sample seed.
-      tokenizer: has `encode`.
-      haystack: real text for `number`/`uuid` (default: the noise sentences, as S-NIAH-1).
-    """
-    if kind not in KINDS:
-        raise ValueError(f"unknown NIAH kind {kind!r}; choose from {KINDS}")
-    rng = np.random.default_rng([seed, KINDS.index(kind), length, int(depth * 1000)])
-    key = _KEYS[int(rng.integers(len(_KEYS)))]
-    value = _value(kind, rng)
-    word = "pass key" if kind == "passkey" else ("number" if kind == "number" else "uuid")
-    needle = f" One of the special magic {word}s for {key} is: {value}. "
-    query = (f"\nWhat is the special magic {word} for {key} mentioned in the provided text? "
-             f"The special magic {word} for {key} mentioned in the provided text is")
-    hay = NOISE if kind == "passkey" or not haystack else haystack
-    budget = length - len(tokenizer.encode(needle + query))
-    if budget <= 0:
-        raise ValueError(f"length {length} is too short for the needle and the question")
-    text = hay * (1 + budget // max(1, len(tokenizer.encode(hay))))
-    ids = tokenizer.encode(text)[:budget]
-    body = tokenizer.decode(ids)
-    cut = int(round(depth * len(body)))
-    dot = body.rfind(". ", 0, cut)  # insert at a sentence boundary at or before the depth
-    cut = 0 if depth == 0 or dot < 0 else dot + 1
-    return {"prompt": body[:cut] + needle + body[cut:] + query, "answer": value, "kind": kind,
-            "length": length, "depth": depth}
+__all__ = ["KINDS", "NOISE", "make_sample", "plot_heatmaps", "run_grid", "score"]
 
 
 def score(prediction: str, answer: str) -> float:
