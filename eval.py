@@ -30,11 +30,13 @@ flags.DEFINE_string("task_dir", "", "Directory of local task YAMLs (offline data
 flags.DEFINE_list("task_data", [], "task=file,...: the harness's own task on a local file.")
 flags.DEFINE_integer("limit", 0, "lm-eval: examples per task (0 = all).")
 flags.DEFINE_integer("batch_size", 8, "lm-eval: requests per batch.")
-flags.DEFINE_list("suite", [], "Suites: ppl, lm_eval, niah, ppl_position, mqar, continual, all.")
+flags.DEFINE_list("suite", [], "Suites: ppl, lm_eval, niah, ppl_position, ppl_cipher, mqar, "
+                  "continual, all.")
 flags.DEFINE_list("niah_lengths", ["256", "512"], "NIAH context lengths (tokens).")
 flags.DEFINE_list("niah_depths", ["0", "0.25", "0.5", "0.75", "1"], "NIAH needle depths.")
 flags.DEFINE_integer("niah_samples", 2, "NIAH samples per (kind, length, depth).")
-flags.DEFINE_integer("long_len", 0, "ppl_position document length (0 = 4 x train length).")
+flags.DEFINE_integer("long_len", 0, "ppl_position / ppl_cipher document length "
+                     "(0 = 4 x train length).")
 flags.DEFINE_list("position_paths", [], "ppl_position on these text files / directories of *.txt "
                   "(whole files, held out); empty = the default domains' held-out tails.")
 flags.DEFINE_integer("position_windows", 4, "ppl_position: evenly spaced windows per document.")

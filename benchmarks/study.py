@@ -73,7 +73,7 @@ PRESETS["books"] = (
 
 
 _EVAL_COLS = {"mqar_acc": "MQAR %", "niah_acc": "NIAH %", "cl_bwt": "CL BWT",
-              "cl_final_loss": "CL loss"}
+              "cl_final_loss": "CL loss", "cipher_fall": "cipher fall", "cipher_gap": "cipher gap"}
 
 
 def parse_set(items: list[str]) -> dict:
@@ -111,7 +111,7 @@ def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
     from hope_jax.eval.run import load_run
     from hope_jax.eval.suite import run_suite
 
-    if "ppl_position" in evals:  # loss by position on the run's own validation documents
+    if {"ppl_position", "ppl_cipher"} & set(evals):  # by position, on the run's val documents
         opts = dataclasses.replace(opts, long_len=opts.long_len or cfg.data.seq_len,
                                    position_paths=opts.position_paths or cfg.data.val_paths)
     path = os.path.join(workdir, "eval", "results.json")
@@ -130,6 +130,9 @@ def run_evals(cfg, workdir: str, evals: list[str], opts) -> dict:
     if "ppl_position" in res:
         out["pos_positions"] = res["ppl_position"]["all"]["positions"]
         out["pos_loss"] = res["ppl_position"]["all"]["loss"]
+    if "ppl_cipher" in res:
+        out["cipher_fall"] = res["ppl_cipher"]["fall"]
+        out["cipher_gap"] = float(np.mean(res["ppl_cipher"]["gap"]))
     if "continual" in res:
         out["cl_bwt"] = res["continual"]["backward_transfer"]
         out["cl_final_loss"] = res["continual"]["final_avg_loss"]
@@ -275,6 +278,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                "step_s": _mean_sd(r["step_s"] for r in rs)[0], "val_minus_first": val - base}
         for k in cols:
             row[k], row[f"{k}_sd"] = _mean_sd(r.get(k, float("nan")) for r in rs)
+            row[f"{k}_ci95"] = ci95(r.get(k, float("nan")) for r in rs)
         if all("pos_loss" in r for r in rs):  # loss by position: mean and 95% interval per bin
             curves = np.asarray([r["pos_loss"] for r in rs], np.float64)
             row["pos_positions"] = rs[0]["pos_positions"]
@@ -342,7 +346,7 @@ def main(argv=None):
     print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'±95%':>6s} "
           f"{'val ppl':>8s} "
           f"{'train':>7s} {'vs first':>9s} {'s/step':>7s} {'diverged':>8s} "
-          + " ".join(f"{_EVAL_COLS[k]:>10s}" for k in cols)
+          + " ".join(f"{_EVAL_COLS[k] + ' ±95%':>12s}" for k in cols)
           + f"   ({dev.device_kind}, seeds {args.seeds})")
     for row in table:
         val = row["val_loss"]
@@ -351,7 +355,7 @@ def main(argv=None):
               f"{row['train_loss']:7.3f} "
               f"{row['val_minus_first']:+9.4f} {row['step_s']:7.2f} "
               f"{row['diverged']:>4d}/{len(row['seeds'])} "
-              + " ".join(f"{row[k]:10.3f}" for k in cols))
+              + " ".join(f"{row[k]:7.3f}±{row[f'{k}_ci95']:.2f}" for k in cols))
     Path(args.out, "study.json").write_text(json.dumps(
         {"device": dev.device_kind, "overrides": overrides, "table": table, "runs": runs},
         indent=2, default=float))

@@ -172,10 +172,11 @@ def test_study_intervals_and_loss_by_position_over_seeds():
     loss-by-position curves are averaged per bin with an interval each."""
     runs = [{"config": "c", "label": "a", "model": "hope", "params": 10, "seed": s,
              "val_loss": v, "train_loss": v, "step_s": 1.0, "pos_positions": [4, 8],
-             "pos_loss": [v + 1.0, v]} for s, v in ((0, 2.0), (1, 3.0))]
+             "pos_loss": [v + 1.0, v], "cl_bwt": -v} for s, v in ((0, 2.0), (1, 3.0))]
     (row,) = study.summarize(runs)
     half = 12.7062 * np.std([2.0, 3.0], ddof=1) / np.sqrt(2)
     assert row["val_loss_ci95"] == pytest.approx(half, rel=1e-4)
     assert row["pos_loss"] == [3.5, 2.5] and row["pos_positions"] == [4, 8]
     assert row["pos_loss_ci95"] == pytest.approx([half, half], rel=1e-4)
+    assert (row["cl_bwt"], row["cl_bwt_ci95"]) == pytest.approx((-2.5, half), rel=1e-4)
     assert np.isnan(study.ci95([1.0]))

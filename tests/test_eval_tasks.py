@@ -128,7 +128,7 @@ def test_ppl_position_on_held_out_files(tmp_path):
     import jax.numpy as jnp
 
     from hope_jax.eval.run import Run
-    from hope_jax.eval.suite import SuiteOptions, run_ppl_position
+    from hope_jax.eval.suite import SuiteOptions, run_ppl_cipher, run_ppl_position
     from hope_jax.models.lm import LM
     from tests.helpers import tiny_config
 
@@ -155,3 +155,23 @@ def test_ppl_position_on_held_out_files(tmp_path):
     assert os.path.exists(out["plot"])
     with pytest.raises(FileNotFoundError, match="no text file"):
         continual.file_domains([str(tmp_path / "empty_dir_missing")])
+    # ppl_cipher: the same windows of the ciphered text, beside the plain curve
+    ciph = run_ppl_cipher(run, opts, str(tmp_path))
+    np.testing.assert_allclose(ciph["plain"], out["all"]["loss"], rtol=1e-6)
+    ids = np.asarray(TOK.encode(continual.cipher((books / "a.txt").read_text())), np.int32)
+    want = continual.loss_by_position(nll, params, continual.windows(ids, 32, 3, None))
+    np.testing.assert_allclose(ciph["domains"]["a"]["loss"], want["loss"], rtol=1e-6)
+    assert ciph["fall"] == pytest.approx(ciph["cipher"][0] - ciph["cipher"][-1])
+    np.testing.assert_allclose(ciph["gap"], np.subtract(ciph["cipher"], ciph["plain"]))
+    assert os.path.exists(ciph["plot"])
+
+
+def test_cipher_is_a_fixed_letter_bijection():
+    text = "The Cat sat, on the mat! 0123 éü"
+    c = continual.cipher(text)
+    assert c == continual.cipher(text) and c != text and c != continual.cipher(text, seed=1)
+    assert [ch.isupper() for ch in c] == [ch.isupper() for ch in text]
+    assert [ch for ch in c if not ch.isascii() or not ch.isalpha()] == [
+        ch for ch in text if not ch.isascii() or not ch.isalpha()]  # only letters change
+    pairs = {(a, b) for a, b in zip(text.lower(), c.lower()) if a.isascii() and a.isalpha()}
+    assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})  # a bijection

@@ -60,6 +60,17 @@ def file_domains(paths, max_bytes: int = 0) -> dict:
     return {os.path.splitext(os.path.basename(f))[0]: _read(f)[:max_bytes or None] for f in files}
 
 
+def cipher(text: str, seed: int = 0) -> str:
+    """`text` under a fixed random substitution of the 26 letters (case kept; everything else,
+    spacing and punctuation, unchanged): the same documents in a language no model has seen."""
+    import string
+
+    perm = np.random.default_rng(seed).permutation(26)
+    lo = "".join(string.ascii_lowercase[i] for i in perm)
+    return text.translate(str.maketrans(string.ascii_lowercase + string.ascii_uppercase,
+                                        lo + lo.upper()))
+
+
 def split_tokens(text: str, tokenizer, val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of the text split into (train, validation) by position."""
     ids = np.asarray(tokenizer.encode(text), np.int32)

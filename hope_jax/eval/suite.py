@@ -3,8 +3,10 @@
 
 Suites: `ppl` (validation loss/ppl/bpb), `lm_eval` (harness tasks; offline toy tasks when no task
 list is given), `niah` (S-NIAH-1/2/3 grid + heatmap), `ppl_position` (loss by position on long
-held-out documents), `mqar` (train the run's architecture from scratch on MQAR), `continual`
-(sequential domains with the run's architecture). `all` = every suite.
+held-out documents), `ppl_cipher` (the same on a letter-substitution cipher of them: a language
+the model has never seen, learnable only in context), `mqar` (train the run's architecture from
+scratch on MQAR), `continual` (sequential domains with the run's architecture). `all` = every
+suite.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from hope_jax.eval.run import Run, score
 from hope_jax.eval.sample import generate
 from hope_jax.eval.tables import harness_task_names, markdown_table, paper_row, write_toy_tasks
 
-SUITES = ("ppl", "lm_eval", "niah", "ppl_position", "mqar", "continual")
+SUITES = ("ppl", "lm_eval", "niah", "ppl_position", "ppl_cipher", "mqar", "continual")
 
 
 @dataclasses.dataclass
@@ -84,43 +86,72 @@ def run_niah(run: Run, opts: SuiteOptions, out_dir: str) -> dict:
     return res
 
 
-def run_ppl_position(run: Run, opts: SuiteOptions, out_dir: str) -> dict:
-    """Loss by position on `opts.position_paths` (whole files, e.g. held-out books), else on the
-    held-out tail of the default domains; `all` = the mean over domains."""
-    length = opts.long_len or 4 * run.cfg.data.seq_len
+def _position_docs(run: Run, opts: SuiteOptions, transform=lambda t: t) -> dict:
+    """Token ids of the loss-by-position documents: `opts.position_paths` (whole files, e.g.
+    held-out books), else the held-out tail of the default domains; `transform` maps the text."""
     if opts.position_paths:
-        vals = {n: np.asarray(run.tokenizer.encode(t), np.int32)
+        return {n: np.asarray(run.tokenizer.encode(transform(t)), np.int32)
                 for n, t in continual.file_domains(opts.position_paths).items()}
-    else:
-        vals = {n: continual.split_tokens(t, run.tokenizer)[1]
-                for n, t in continual.default_domains(max_bytes=400_000).items()}
+    return {n: continual.split_tokens(transform(t), run.tokenizer)[1]
+            for n, t in continual.default_domains(max_bytes=400_000).items()}
+
+
+def _loss_by_position(run: Run, opts: SuiteOptions, docs: dict, what: str) -> dict:
+    """Per-document curves over `opts.position_windows` windows and `all` = their mean."""
+    length = opts.long_len or 4 * run.cfg.data.seq_len
     nll = continual.make_nll_fn(run.model)
     out = {"length": length, "domains": {}}
-    for name, val in vals.items():
+    for name, val in docs.items():
         if len(val) > length + 1:
             wins = continual.windows(val, length, opts.position_windows, None)
             out["domains"][name] = continual.loss_by_position(nll, run.params, wins)
     if not out["domains"]:
-        raise ValueError(f"ppl_position: no document is longer than {length} tokens")
+        raise ValueError(f"{what}: no document is longer than {length} tokens")
     curves = [r["loss"] for r in out["domains"].values()]
     out["all"] = {"positions": next(iter(out["domains"].values()))["positions"],
                   "loss": np.mean(curves, axis=0).tolist()}
+    return out
+
+
+def _plot_position(run: Run, curves: dict, path: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, r in out["domains"].items():
+    for name, r in curves.items():
         ax.plot(r["positions"], np.exp(r["loss"]), label=name)
     ax.axvline(run.cfg.data.seq_len, ls="--", c="gray", label="train length")
     ax.set_xlabel("position")
     ax.set_ylabel("perplexity")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out["plot"] = os.path.join(out_dir, "ppl_position.png")
-    fig.savefig(out["plot"], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
+
+
+def run_ppl_position(run: Run, opts: SuiteOptions, out_dir: str) -> dict:
+    """Loss by position on the held-out documents (`_position_docs`)."""
+    out = _loss_by_position(run, opts, _position_docs(run, opts), "ppl_position")
+    out["plot"] = _plot_position(run, out["domains"], os.path.join(out_dir, "ppl_position.png"))
+    return out
+
+
+def run_ppl_cipher(run: Run, opts: SuiteOptions, out_dir: str) -> dict:
+    """Learning a new language in context (issue 18 item 3): loss by position on the held-out
+    documents under a fixed letter-substitution cipher (`continual.cipher`), beside the plain
+    text on the same windows. `fall` = first bin - last bin of the cipher curve (what the model
+    learned of the unseen language from the context alone); `gap` = cipher - plain per bin."""
+    plain = _loss_by_position(run, opts, _position_docs(run, opts), "ppl_cipher")
+    ciph = _loss_by_position(run, opts, _position_docs(run, opts, continual.cipher), "ppl_cipher")
+    c, p = np.asarray(ciph["all"]["loss"]), np.asarray(plain["all"]["loss"])
+    out = {"length": ciph["length"], "positions": ciph["all"]["positions"],
+           "cipher": ciph["all"]["loss"], "plain": plain["all"]["loss"],
+           "fall": float(c[0] - c[-1]), "gap": (c - p).tolist(), "domains": ciph["domains"]}
+    out["plot"] = _plot_position(run, {"cipher": ciph["all"], "plain": plain["all"]},
+                                 os.path.join(out_dir, "ppl_cipher.png"))
     return out
 
 
