@@ -19,7 +19,8 @@ train the run's architecture from scratch (task seed = run seed), `niah` greedy-
 trained model. Prints a table of final validation loss / perplexity, MQAR / NIAH accuracy,
 continual-learning backward transfer, parameter count and steady-state seconds per training
 step (mean over seeds, with each model's validation loss relative to the first config's), and
-writes `study.json`, `study.png` (validation and train loss curves) and `study_mqar.png`.
+writes `study.json`, `study.png` (validation and train loss curves), `study_summary.png` (bars with
+95% intervals per label) and `study_mqar.png`.
 """
 
 from __future__ import annotations
@@ -226,6 +227,37 @@ def _plot_position(table: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def _plot_summary(table: list[dict], cols: list[str], path: str) -> None:
+    """Validation loss and every eval column: one panel each, a bar per label (mean over seeds,
+    its 95% interval as the error bar, each seed a dot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["val_loss"] + cols
+    fig, axes = plt.subplots(1, len(keys), figsize=(1.2 + 0.55 * len(table) * len(keys), 3.8),
+                             squeeze=False)
+    xs = np.arange(len(table))
+    for ax, k in zip(axes[0], keys):
+        means = [row[k] for row in table]
+        ci = np.nan_to_num([row[f"{k}_ci95"] for row in table])
+        ax.bar(xs, means, yerr=ci, capsize=3, color="#9ab", edgecolor="#345")
+        for x, row in zip(xs, table):
+            seeds = row["val_losses"] if k == "val_loss" else row.get(f"{k}_seeds", [])
+            ax.plot([x] * len(seeds), seeds, "k.", ms=4)
+        ax.set_xticks(xs, [row["label"] for row in table], rotation=60, ha="right", fontsize=7)
+        ax.set_title({"val_loss": "val loss", **_EVAL_COLS}[k] + " (±95%)", fontsize=9)
+        finite = [m for m in means if math.isfinite(m)]
+        if k in ("val_loss", "cl_final_loss") and finite:  # losses: zoom on the differences
+            lo, hi = min(finite), max(finite)
+            ax.set_ylim(lo - 0.3 * (hi - lo + 0.05), hi + 0.3 * (hi - lo + 0.05))
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _print_position(table: list[dict]) -> None:
     rows = [r for r in table if "pos_loss" in r]
     if not rows:
@@ -279,6 +311,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         for k in cols:
             row[k], row[f"{k}_sd"] = _mean_sd(r.get(k, float("nan")) for r in rs)
             row[f"{k}_ci95"] = ci95(r.get(k, float("nan")) for r in rs)
+            row[f"{k}_seeds"] = [r.get(k, float("nan")) for r in rs]
         if all("pos_loss" in r for r in rs):  # loss by position: mean and 95% interval per bin
             curves = np.asarray([r["pos_loss"] for r in rs], np.float64)
             row["pos_positions"] = rs[0]["pos_positions"]
@@ -361,6 +394,7 @@ def main(argv=None):
         indent=2, default=float))
     _print_position(table)
     _plot(runs, os.path.join(args.out, "study.png"))
+    _plot_summary(table, cols, os.path.join(args.out, "study_summary.png"))
     if any("pos_loss" in row for row in table):
         _plot_position([r for r in table if "pos_loss" in r],
                        os.path.join(args.out, "study_position.png"))

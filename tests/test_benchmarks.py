@@ -167,7 +167,7 @@ def test_profile_step_attributes_trace_time_to_model_parts():
     assert total > 0 and ops_total == sum(r["ops"] for r in parts.values()) > 10
 
 
-def test_study_intervals_and_loss_by_position_over_seeds():
+def test_study_intervals_and_loss_by_position_over_seeds(tmp_path):
     """The study's 95% interval is Student-t over seeds (t_{0.975,1} = 12.706 for two), and the
     loss-by-position curves are averaged per bin with an interval each."""
     runs = [{"config": "c", "label": "a", "model": "hope", "params": 10, "seed": s,
@@ -179,4 +179,7 @@ def test_study_intervals_and_loss_by_position_over_seeds():
     assert row["pos_loss"] == [3.5, 2.5] and row["pos_positions"] == [4, 8]
     assert row["pos_loss_ci95"] == pytest.approx([half, half], rel=1e-4)
     assert (row["cl_bwt"], row["cl_bwt_ci95"]) == pytest.approx((-2.5, half), rel=1e-4)
+    assert row["cl_bwt_seeds"] == [-2.0, -3.0]
+    study._plot_summary([row, {**row, "label": "b"}], ["cl_bwt"], str(tmp_path / "s.png"))
+    assert (tmp_path / "s.png").stat().st_size > 1000
     assert np.isnan(study.ci95([1.0]))
