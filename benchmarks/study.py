@@ -72,6 +72,9 @@ PRESETS["books"] = (
      _GDN: {"model.mlp_hidden": 584, "model.inner.chunk_size": 64},
      _SAMBA: {"model.num_layers": 1, "model.mlp_hidden": 584, "model.memory.window": 512}})
 
+# The books preset's five models at preset s (128-token context, stdlib corpus): the models of
+# the recall (MQAR) and continual comparisons of issue 18 (HOPE with the residual teach signal).
+PRESETS["s5"] = (PRESETS["s"][0], PRESETS["books"][1])
 
 _EVAL_COLS = {"mqar_acc": "MQAR %", "niah_acc": "NIAH %", "cl_bwt": "CL BWT",
               "cl_final_loss": "CL loss", "cipher_fall": "cipher fall", "cipher_gap": "cipher gap"}
