@@ -274,6 +274,14 @@ def _print_position(table: list[dict]) -> None:
         print(f"{r['label']:22s} " + " ".join(
             f"{r['pos_loss'][i]:8.4f} ± {r['pos_loss_ci95'][i]:5.3f}" for i in picks)
             + f" {r['pos_loss'][-1] - r['pos_loss'][0]:+11.4f}")
+    if any("pos_minus_first" in r for r in rows[1:]):
+        print(f"\nloss by position minus {rows[0]['label']}'s on the same windows, seed by seed "
+              "(mean ± paired 95% interval)")
+        for r in rows[1:]:
+            if "pos_minus_first" in r:
+                print(f"{r['label']:22s} " + " ".join(
+                    f"{r['pos_minus_first'][i]:+8.4f} ± {r['pos_minus_first_ci95'][i]:5.3f}"
+                    for i in picks))
 
 
 def _mean_sd(xs) -> tuple[float, float]:
@@ -294,12 +302,18 @@ def ci95(xs) -> float:
 
 def summarize(runs: list[dict]) -> list[dict]:
     """One row per label (config × variant) over its seeds: mean ± sd of every number, how
-    many seeds diverged, and the val loss minus the first label's."""
+    many seeds diverged, and the val loss minus the first label's. Seed s of every label trains
+    on the same data order, so differences to the first label are also taken seed by seed
+    (`*_minus_first_paired`, with a paired 95% interval: tighter when the seeds' data, not the
+    models, move the losses)."""
     by_label: dict[str, list[dict]] = {}
     for r in runs:
         by_label.setdefault(r["label"], []).append(r)
     cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
     base = None
+    first = next(iter(by_label.values()), [])
+    first_val = {r["seed"]: r["val_loss"] for r in first}
+    first_pos = {r["seed"]: r["pos_loss"] for r in first if "pos_loss" in r}
     table = []
     for label, rs in by_label.items():
         val, val_sd = _mean_sd(r["val_loss"] for r in rs)
@@ -320,6 +334,14 @@ def summarize(runs: list[dict]) -> list[dict]:
             row["pos_positions"] = rs[0]["pos_positions"]
             row["pos_loss"] = curves.mean(0).tolist()
             row["pos_loss_ci95"] = [ci95(c) for c in curves.T]
+            paired = [np.subtract(r["pos_loss"], first_pos[r["seed"]]) for r in rs
+                      if r["seed"] in first_pos]
+            if paired:
+                row["pos_minus_first"] = np.mean(paired, axis=0).tolist()
+                row["pos_minus_first_ci95"] = [ci95(c) for c in np.asarray(paired).T]
+        paired_val = [r["val_loss"] - first_val[r["seed"]] for r in rs if r["seed"] in first_val]
+        row["val_minus_first_paired"] = _mean_sd(paired_val)[0] if paired_val else float("nan")
+        row["val_minus_first_paired_ci95"] = ci95(paired_val)
         table.append(row)
     return table
 
@@ -381,7 +403,7 @@ def main(argv=None):
     cols = [k for k in _EVAL_COLS if any(k in r for r in runs)]
     print(f"\n{'config':22s} {'model':14s} {'params':>9s} {'val loss':>9s} {'±95%':>6s} "
           f"{'val ppl':>8s} "
-          f"{'train':>7s} {'vs first':>9s} {'s/step':>7s} {'diverged':>8s} "
+          f"{'train':>7s} {'vs first':>9s} {'paired ±95%':>16s} {'s/step':>7s} {'diverged':>8s} "
           + " ".join(f"{_EVAL_COLS[k] + ' ±95%':>12s}" for k in cols)
           + f"   ({dev.device_kind}, seeds {args.seeds})")
     for row in table:
@@ -389,7 +411,9 @@ def main(argv=None):
         print(f"{row['label']:22s} {row['model']:14s} {row['params'] / 1e6:8.3f}M "
               f"{val:9.4f} {row['val_loss_ci95']:6.3f} {math.exp(val):8.2f} "
               f"{row['train_loss']:7.3f} "
-              f"{row['val_minus_first']:+9.4f} {row['step_s']:7.2f} "
+              f"{row['val_minus_first']:+9.4f} "
+              f"{row['val_minus_first_paired']:+8.4f}±{row['val_minus_first_paired_ci95']:7.4f} "
+              f"{row['step_s']:7.2f} "
               f"{row['diverged']:>4d}/{len(row['seeds'])} "
               + " ".join(f"{row[k]:7.3f}±{row[f'{k}_ci95']:.2f}" for k in cols))
     Path(args.out, "study.json").write_text(json.dumps(

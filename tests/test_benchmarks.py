@@ -180,6 +180,17 @@ def test_study_intervals_and_loss_by_position_over_seeds(tmp_path):
     assert row["pos_loss_ci95"] == pytest.approx([half, half], rel=1e-4)
     assert (row["cl_bwt"], row["cl_bwt_ci95"]) == pytest.approx((-2.5, half), rel=1e-4)
     assert row["cl_bwt_seeds"] == [-2.0, -3.0]
+    # differences to the first label, seed by seed: b = a + 0.1 + 0.01 * seed on every seed
+    other = [{**r, "label": "b", "val_loss": r["val_loss"] + 0.1 + 0.01 * r["seed"],
+              "pos_loss": [x + 0.1 + 0.01 * r["seed"] for x in r["pos_loss"]]} for r in runs]
+    first, second = study.summarize(runs + other)
+    paired_half = 12.7062 * np.std([0.1, 0.11], ddof=1) / np.sqrt(2)
+    assert first["val_minus_first_paired"] == 0.0
+    assert second["val_minus_first_paired"] == pytest.approx(0.105)
+    assert second["val_minus_first_paired_ci95"] == pytest.approx(paired_half, rel=1e-4)
+    assert second["val_minus_first_paired_ci95"] < second["val_loss_ci95"] / 10  # paired: tight
+    assert second["pos_minus_first"] == pytest.approx([0.105, 0.105])
+    assert second["pos_minus_first_ci95"] == pytest.approx([paired_half] * 2, rel=1e-4)
     study._plot_summary([row, {**row, "label": "b"}], ["cl_bwt"], str(tmp_path / "s.png"))
     assert (tmp_path / "s.png").stat().st_size > 1000
     assert np.isnan(study.ci95([1.0]))
