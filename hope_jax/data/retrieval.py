@@ -93,7 +93,8 @@ class RetrievalMix:
         if length < need:
             raise DataError(f"data.retrieval_len={length} tokens is too short for an S-NIAH "
                              f"sample with this tokenizer (needle + question alone take "
-                             f"{need - 16}); use at least {need} (data.retrieval_len=0 means data.seq_len)")
+                             f"{need - 16}); use at least {need} "
+                             "(data.retrieval_len=0 means data.seq_len)")
         self.docs, self.tokenizer, self.length, self.seed = docs, tokenizer, length, seed
         self.lo = max(need, length // 2)
         self.n = len(docs)
